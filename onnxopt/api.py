@@ -1,0 +1,167 @@
+"""The Python API: ``optimize(IN, OUT, ...)`` does what ``onnxopt optimize`` does.
+
+The CLI is a thin layer over this function, so scripts get the same checks, verification
+and report as command-line users.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onnxopt.data import make_feeds
+from onnxopt.errors import BadInputError
+from onnxopt.external_data import external_info, is_external
+from onnxopt.model_io import Model, SaveInfo, iter_model_tensor_protos, load, save, to_proto
+from onnxopt.pass_api import PassContext
+from onnxopt.pass_manager import PassManager, ProgressCallback, RunReport
+from onnxopt.pipeline import (
+    PipelineStep,
+    apply_overrides,
+    instantiate,
+    steps_from_config,
+    steps_from_list,
+    steps_from_preset,
+)
+
+logger = logging.getLogger(__name__)
+
+TARGETS = ("ort-cpu", "ort-cuda", "tensorrt")
+DEFAULT_PRESET = "default"
+
+
+@dataclass
+class OptimizeResult:
+    """The optimized model's report and file sizes."""
+
+    report: RunReport
+    input_bytes: int
+    output_bytes: int
+    save_info: SaveInfo
+    pipeline: list[str] = field(default_factory=list)
+    input_ir_version: int = 0
+    opset: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        result = self.report.as_dict()
+        result.update(
+            {
+                "pipeline": self.pipeline,
+                "input_bytes": self.input_bytes,
+                "output_bytes": self.output_bytes,
+                "size_ratio": self.output_bytes / self.input_bytes if self.input_bytes else None,
+                "output": str(self.save_info.path),
+                "external_data": str(self.save_info.external_data_path) if self.save_info.external_data_path else None,
+                "input_ir_version": self.input_ir_version,
+                "ir_version": self.save_info.ir_version,
+                "opset": self.opset,
+            }
+        )
+        return result
+
+
+def model_file_bytes(path: Path, model: Model | None = None) -> int:
+    """Size of a model file plus the external data files it references."""
+    total = path.stat().st_size
+    if model is not None and model.had_external_data and model.base_dir is not None:
+        proto = to_proto(model)
+        files = {external_info(t).get("location") for t in iter_model_tensor_protos(proto) if is_external(t)}
+        total += sum(
+            (model.base_dir / name).stat().st_size for name in files if name and (model.base_dir / name).is_file()
+        )
+    return total
+
+
+def resolve_steps(
+    passes: str | None, preset: str | None, config: Path | None, overrides: list[str]
+) -> list[PipelineStep]:
+    """Steps from exactly one of --passes, --preset, --config (default preset otherwise)."""
+    from onnxopt.passes import PRESETS
+
+    given = [name for name, value in (("--passes", passes), ("--preset", preset), ("--config", config)) if value]
+    if len(given) > 1:
+        raise BadInputError(f"give only one of {', '.join(given)}")
+    if passes:
+        steps = steps_from_list(passes)
+    elif config:
+        steps = steps_from_config(Path(config))
+    else:
+        steps = steps_from_preset(preset or DEFAULT_PRESET, PRESETS)
+    apply_overrides(steps, list(overrides))
+    return steps
+
+
+def _check_paths(input_path: Path, output_path: Path, model: Model) -> None:
+    if output_path.resolve() == input_path.resolve():
+        raise BadInputError("output path is the input file; onnxopt never overwrites its input")
+    if model.had_external_data and model.base_dir is not None:
+        data_out = output_path.resolve().with_name(output_path.name + ".data")
+        proto = to_proto(model)
+        for tensor in iter_model_tensor_protos(proto):
+            if is_external(tensor):
+                source = (model.base_dir / external_info(tensor).get("location", "")).resolve()
+                if source == data_out:
+                    raise BadInputError(f"output data file {data_out.name} would overwrite the input's external data")
+    if not output_path.resolve().parent.is_dir():
+        raise BadInputError(f"{output_path}: output folder does not exist")
+
+
+def optimize(
+    input_path: str | os.PathLike[str],
+    output_path: str | os.PathLike[str],
+    passes: str | None = None,
+    preset: str | None = None,
+    config: str | os.PathLike[str] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    target: str = "ort-cpu",
+    verify: bool = False,
+    inputs: str | os.PathLike[str] | None = None,
+    calib: str | os.PathLike[str] | None = None,
+    batch_size: int = 1,
+    shapes: dict[str, list[int]] | None = None,
+    dump_dir: str | os.PathLike[str] | None = None,
+    external_data: bool | None = None,
+    strict: bool = False,
+    progress: ProgressCallback | None = None,
+) -> OptimizeResult:
+    """Load, run the pipeline (checked, optionally verified), and save atomically."""
+    if target not in TARGETS:
+        raise BadInputError(f"unknown target {target!r} (choose from {', '.join(TARGETS)})")
+    input_path, output_path = Path(input_path), Path(output_path)
+    steps = resolve_steps(passes, preset, Path(config) if config else None, list(overrides))
+    from onnxopt.passes import all_passes
+
+    instances = instantiate(steps, all_passes(), {"target": target})
+    model = load(input_path)
+    _check_paths(input_path, output_path, model)
+    input_bytes = model_file_bytes(input_path, model)
+    proto = to_proto(model)
+    shapes = shapes or {}
+    calib_feeds = make_feeds(proto, calib, batch_size, shapes) if calib is not None else None
+    verify_feeds = make_feeds(proto, inputs, batch_size, shapes) if inputs is not None else None
+    if verify and verify_feeds is None and calib_feeds is None:
+        verify_feeds = make_feeds(proto, None, batch_size, shapes)
+    ctx = PassContext(target=target, data=calib_feeds or verify_feeds, shapes=shapes)
+    manager = PassManager(
+        instances,
+        ctx=ctx,
+        verify=verify,
+        verify_feeds=verify_feeds or calib_feeds,
+        dump_dir=Path(dump_dir) if dump_dir else None,
+        strict=strict,
+        progress=progress,
+    )
+    optimized, report = manager.run(model)
+    info = save(optimized, output_path, external_data=external_data)
+    return OptimizeResult(
+        report=report,
+        input_bytes=input_bytes,
+        output_bytes=info.bytes_written,
+        save_info=info,
+        pipeline=[step.name for step in steps],
+        input_ir_version=model.source_ir_version,
+        opset=model.opset,
+    )

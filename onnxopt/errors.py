@@ -1,0 +1,30 @@
+"""Exceptions that the CLI maps to exit codes.
+
+The library raises these (never exits); the CLI turns them into one line and a code:
+``BadInputError`` -> 2, ``VerificationError`` -> 1.
+"""
+
+from __future__ import annotations
+
+
+class OnnxoptError(Exception):
+    """Base class of every error onnxopt reports to a user."""
+
+
+class BadInputError(OnnxoptError):
+    """The model, data or options given by the user cannot be used (exit code 2)."""
+
+
+class VerificationError(OnnxoptError):
+    """An optimized model does not meet its numerical contract (exit code 1)."""
+
+
+class PassError(OnnxoptError):
+    """A pass raised an unexpected exception; carries the pass name and its predecessors."""
+
+    def __init__(self, pass_name: str, previous: list[str], cause: BaseException) -> None:
+        ran = ", ".join(previous) if previous else "none"
+        super().__init__(f"pass {pass_name!r} failed: {type(cause).__name__}: {cause} (passes run before it: {ran})")
+        self.pass_name = pass_name
+        self.previous = previous
+        self.cause = cause

@@ -1,0 +1,446 @@
+"""Load and save models: the one place that touches .onnx files.
+
+Loading keeps weights lazy (``load_external_data=False`` plus memory-mapped reads), checks
+the file before any pass sees it (bad protobuf, cycles, unknown ops, unsafe external-data
+paths) and turns every problem into a ``BadInputError`` with one line. Saving writes the
+lowest IR version the model needs, embeds small models, streams external tensors of
+large ones, and replaces the target atomically so no partial file is ever left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from google.protobuf.message import DecodeError
+from onnx_graphsurgeon.ir.tensor import LazyValues
+
+from onnxopt.errors import BadInputError
+from onnxopt.external_data import (
+    ExternalLazyValues,
+    external_info,
+    is_external,
+    iter_external_chunks,
+    raw_bytes_of_inline,
+    resolve_location,
+)
+from onnxopt.graph_walk import iter_all_graphs
+from onnxopt.versioning import minimum_ir_version
+
+logger = logging.getLogger(__name__)
+
+# Write external data when the weights come this close to protobuf's 2 GiB limit.
+EXTERNAL_DATA_THRESHOLD_BYTES = 1_800_000_000
+# Tensors smaller than this stay embedded even in an external-data model.
+EXTERNAL_TENSOR_MIN_BYTES = 1024
+EXTERNAL_ALIGNMENT_BYTES = 4096
+STRIPPED_LOCATION = "stripped.bin"
+
+gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR
+
+
+@dataclass
+class Model:
+    """A graph-surgeon graph plus the model-level fields graph-surgeon does not keep."""
+
+    graph: gs.Graph
+    base_dir: Path | None = None
+    had_external_data: bool = False
+    path: Path | None = None
+    doc_string: str = ""
+    model_version: int = 0
+    domain: str = ""
+    metadata_props: dict[str, str] = field(default_factory=dict)
+    source_ir_version: int = 0
+
+    def copy(self) -> Model:
+        """A structural copy (nodes, tensors, functions); weight arrays are shared, never mutated."""
+        graph = self.graph.copy()
+        graph.functions = [function.copy() for function in self.graph.functions]
+        return Model(
+            graph=graph,
+            base_dir=self.base_dir,
+            had_external_data=self.had_external_data,
+            path=self.path,
+            doc_string=self.doc_string,
+            model_version=self.model_version,
+            domain=self.domain,
+            metadata_props=dict(self.metadata_props),
+            source_ir_version=self.source_ir_version,
+        )
+
+    @property
+    def opset(self) -> int:
+        """The default-domain opset version."""
+        return int(self.graph.opset)
+
+
+def read_proto(path: Path) -> onnx.ModelProto:
+    """Parse a .onnx file without its external data, mapping every failure to BadInputError."""
+    if not path.exists():
+        raise BadInputError(f"{path}: no such file")
+    if not path.is_file():
+        raise BadInputError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise BadInputError(f"{path}: empty file, not an ONNX model")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise BadInputError(f"{path}: not a valid ONNX model ({reason})") from None
+    if not proto.HasField("graph") or (not proto.graph.node and not proto.graph.output):
+        raise BadInputError(f"{path}: not a valid ONNX model (no graph)")
+    if proto.ir_version <= 0:
+        raise BadInputError(f"{path}: not a valid ONNX model (no IR version; truncated or not ONNX?)")
+    return proto
+
+
+def iter_tensor_protos(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Initializers and tensor attributes of a graph and its subgraphs."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                yield attr.t
+            elif attr.type == onnx.AttributeProto.GRAPH:
+                yield from iter_tensor_protos(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from iter_tensor_protos(sub)
+
+
+def iter_model_tensor_protos(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor stored in a model: main graph, subgraphs and function bodies."""
+    yield from iter_tensor_protos(model.graph)
+    for function in model.functions:
+        for node in function.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    yield attr.t
+
+
+def _validate_external_data(proto: onnx.ModelProto, base_dir: Path) -> bool:
+    found = False
+    for tensor in iter_model_tensor_protos(proto):
+        if is_external(tensor):
+            found = True
+            path = resolve_location(base_dir, external_info(tensor).get("location", ""), tensor.name)
+            length = external_info(tensor).get("length")
+            offset = int(external_info(tensor).get("offset", 0) or 0)
+            if length is not None and offset + int(length) > path.stat().st_size:
+                raise BadInputError(
+                    f"external data file {path.name} is too short for tensor {tensor.name!r} (truncated?)"
+                )
+    return found
+
+
+def find_cycle(graph: onnx.GraphProto) -> str | None:
+    """Name a node on a cycle of ``graph`` (data dependencies only), or None if acyclic."""
+    producer = {out: index for index, node in enumerate(graph.node) for out in node.output if out}
+    indegree = [0] * len(graph.node)
+    users: dict[int, list[int]] = {}
+    for index, node in enumerate(graph.node):
+        for name in set(node.input):
+            source = producer.get(name)
+            if source is not None:
+                indegree[index] += 1
+                users.setdefault(source, []).append(index)
+    ready = [index for index, degree in enumerate(indegree) if degree == 0]
+    seen = 0
+    while ready:
+        index = ready.pop()
+        seen += 1
+        for user in users.get(index, []):
+            indegree[user] -= 1
+            if indegree[user] == 0:
+                ready.append(user)
+    if seen == len(graph.node):
+        return None
+    stuck = next(index for index, degree in enumerate(indegree) if degree > 0)
+    node = graph.node[stuck]
+    return node.name or f"{node.op_type} #{stuck}"
+
+
+def stripped_copy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy with large tensor bytes replaced by external references, for the checker."""
+    light = onnx.ModelProto()
+    light.CopyFrom(proto)
+    for tensor in iter_model_tensor_protos(light):
+        if is_external(tensor):
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = STRIPPED_LOCATION  # real locations were validated separately
+        elif tensor.ByteSize() > EXTERNAL_TENSOR_MIN_BYTES:
+            length = len(raw_bytes_of_inline(tensor))
+            for name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+                tensor.ClearField(name)
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            del tensor.external_data[:]
+            for key, value in (("location", STRIPPED_LOCATION), ("offset", "0"), ("length", str(length))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+    return light
+
+
+def check_proto(proto: onnx.ModelProto, what: str) -> None:
+    """Cycles and onnx.checker (on a weight-stripped copy); raises BadInputError."""
+    for graph in [proto.graph]:
+        cycle_node = find_cycle(graph)
+        if cycle_node is not None:
+            raise BadInputError(f"{what}: graph has a cycle through node {cycle_node!r}")
+    try:
+        with tempfile.TemporaryDirectory(prefix="onnxopt-check-") as folder:
+            # The checker insists that external locations name a real file beside the model.
+            (Path(folder) / STRIPPED_LOCATION).write_bytes(b"")
+            target = Path(folder) / "model.onnx"
+            target.write_bytes(stripped_copy(proto).SerializeToString())
+            onnx.checker.check_model(str(target))
+    except onnx.checker.ValidationError as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        first = lines[0] if lines else "invalid model"
+        if "topologically sorted" in first:
+            return  # acyclic but unsorted: graph-surgeon sorts it on import
+        raise BadInputError(f"{what}: invalid ONNX model: {first}") from None
+
+
+def _attach_lazy_external(graph: gs.Graph, base_dir: Path) -> None:
+    for each in iter_all_graphs(graph):
+        for tensor in each.tensors().values():
+            if isinstance(tensor, gs.Constant) and isinstance(tensor._values, LazyValues):
+                proto = tensor._values.tensor
+                if isinstance(proto, onnx.TensorProto) and is_external(proto):
+                    location = external_info(proto).get("location", "")
+                    tensor._values = ExternalLazyValues(proto, resolve_location(base_dir, location, proto.name))
+        for node in each.nodes:
+            for value in node.attrs.values():
+                if isinstance(value, gs.Constant) and isinstance(value._values, LazyValues):
+                    proto = value._values.tensor
+                    if isinstance(proto, onnx.TensorProto) and is_external(proto):
+                        location = external_info(proto).get("location", "")
+                        value._values = ExternalLazyValues(proto, resolve_location(base_dir, location, proto.name))
+
+
+def from_proto(proto: onnx.ModelProto, base_dir: Path | None = None, path: Path | None = None) -> Model:
+    """Import a checked ModelProto into a Model (weights stay lazy)."""
+    had_external = False
+    if base_dir is not None:
+        had_external = _validate_external_data(proto, base_dir)
+    elif any(is_external(t) for t in iter_model_tensor_protos(proto)):
+        raise BadInputError("model has external data but no folder to read it from")
+    what = str(path) if path else "model"
+    check_proto(proto, what)
+    try:
+        graph = gs.import_onnx(proto)
+        graph.toposort(recurse_subgraphs=True, recurse_functions=True)
+    except Exception as error:  # graph-surgeon raises bare Exceptions on malformed graphs
+        raise BadInputError(
+            f"{what}: cannot import graph ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+        ) from None
+    if base_dir is not None:
+        _attach_lazy_external(graph, base_dir)
+    return Model(
+        graph=graph,
+        base_dir=base_dir,
+        had_external_data=had_external,
+        path=path,
+        doc_string=proto.doc_string,
+        model_version=proto.model_version,
+        domain=proto.domain,
+        metadata_props={entry.key: entry.value for entry in proto.metadata_props},
+        source_ir_version=proto.ir_version,
+    )
+
+
+def load(path: str | os.PathLike[str]) -> Model:
+    """Load a model from disk without reading its weights; BadInputError on any problem."""
+    path = Path(path)
+    proto = read_proto(path)
+    return from_proto(proto, base_dir=path.resolve().parent, path=path)
+
+
+def _used_domains(proto: onnx.ModelProto) -> set[str]:
+    domains: set[str] = {""}
+
+    def visit(nodes: Iterator[onnx.NodeProto] | list[onnx.NodeProto]) -> None:
+        for node in nodes:
+            domains.add(node.domain or "")
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    visit(attr.g.node)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    for sub in attr.graphs:
+                        visit(sub.node)
+
+    visit(proto.graph.node)
+    for function in proto.functions:
+        visit(function.node)
+    return domains
+
+
+def to_proto(model: Model) -> onnx.ModelProto:
+    """Export a Model to a ModelProto: unused opset imports dropped, lowest IR version set.
+
+    External tensors stay external references relative to ``model.base_dir``.
+    """
+    graph = model.graph
+    imports = {entry.domain: entry.version for entry in (graph.import_domains or [])}
+    imports[""] = int(graph.opset)
+    proto = gs.export_onnx(graph, do_type_check=False)
+    used = _used_domains(proto)
+    function_domains = {function.domain for function in proto.functions}
+    del proto.opset_import[:]
+    for domain in sorted(used | (function_domains & set(imports))):
+        version = imports.get(domain, imports.get("ai.onnx") if domain == "ai.onnx" else 1)
+        proto.opset_import.append(onnx.helper.make_opsetid(domain, int(version or 1)))
+    proto.doc_string = model.doc_string
+    proto.model_version = model.model_version
+    proto.domain = model.domain
+    del proto.metadata_props[:]
+    for key, value in model.metadata_props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = graph.producer_name or "onnxopt"
+    proto.producer_version = graph.producer_version or ""
+    proto.ir_version = minimum_ir_version(proto)
+    return proto
+
+
+def tensor_nbytes(tensor: onnx.TensorProto) -> int:
+    """Size in bytes of a tensor's payload (external or embedded)."""
+    if is_external(tensor):
+        return int(external_info(tensor).get("length", 0) or 0)
+    if tensor.HasField("raw_data"):
+        return len(tensor.raw_data)
+    return tensor.ByteSize()
+
+
+@dataclass
+class SaveInfo:
+    """What ``save`` wrote."""
+
+    path: Path
+    external_data_path: Path | None
+    ir_version: int
+    bytes_written: int
+
+
+def _write_external(proto: onnx.ModelProto, model: Model, data_handle, data_name: str) -> int:
+    offset = 0
+    for tensor in iter_model_tensor_protos(proto):
+        source_external = is_external(tensor)
+        if not source_external and tensor_nbytes(tensor) < EXTERNAL_TENSOR_MIN_BYTES:
+            continue
+        pad = (-offset) % EXTERNAL_ALIGNMENT_BYTES
+        if pad:
+            data_handle.write(b"\0" * pad)
+            offset += pad
+        start = offset
+        if source_external:
+            if model.base_dir is None:
+                raise BadInputError(f"tensor {tensor.name!r} is external but the model has no folder")
+            source = resolve_location(model.base_dir, external_info(tensor).get("location", ""), tensor.name)
+            for chunk in iter_external_chunks(tensor, source):
+                data_handle.write(chunk)
+                offset += len(chunk)
+        else:
+            raw = raw_bytes_of_inline(tensor)
+            data_handle.write(raw)
+            offset += len(raw)
+            for name in (
+                "raw_data",
+                "float_data",
+                "int32_data",
+                "int64_data",
+                "double_data",
+                "uint64_data",
+                "string_data",
+            ):
+                tensor.ClearField(name)
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        for key, value in (("location", data_name), ("offset", str(start)), ("length", str(offset - start))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+    return offset
+
+
+def _total_weight_bytes(proto: onnx.ModelProto) -> int:
+    return sum(tensor_nbytes(tensor) for tensor in iter_model_tensor_protos(proto))
+
+
+def save(model: Model, path: str | os.PathLike[str], external_data: bool | None = None) -> SaveInfo:
+    """Write ``model`` to ``path`` atomically (temp files in the target folder, then rename).
+
+    ``external_data``: None decides automatically (the input had it, or the weights near
+    2 GB); True/False force it. The external file is ``<name>.data`` beside the model.
+    """
+    path = Path(path)
+    folder = path.resolve().parent
+    if not folder.is_dir():
+        raise BadInputError(f"{path}: output folder does not exist")
+    proto = to_proto(model)
+    if external_data is None:
+        external_data = model.had_external_data or _total_weight_bytes(proto) >= EXTERNAL_DATA_THRESHOLD_BYTES
+    if not external_data and any(is_external(t) for t in iter_model_tensor_protos(proto)):
+        external_data = True
+    data_path = path.with_name(path.name + ".data") if external_data else None
+    temps: list[str] = []
+    try:
+        data_tmp = None
+        if data_path is not None:
+            handle_fd, data_tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".data.tmp", dir=folder)
+            temps.append(data_tmp)
+            with os.fdopen(handle_fd, "wb") as data_handle:
+                _write_external(proto, model, data_handle, data_path.name)
+        model_fd, model_tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        temps.append(model_tmp)
+        payload = proto.SerializeToString()
+        with os.fdopen(model_fd, "wb") as handle:
+            handle.write(payload)
+        for tmp in temps:
+            os.chmod(tmp, 0o644)
+        if data_path is not None and data_tmp is not None:
+            os.replace(data_tmp, data_path)
+        os.replace(model_tmp, path)
+        temps.clear()
+    finally:
+        for tmp in temps:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    written = path.stat().st_size + (data_path.stat().st_size if data_path else 0)
+    logger.info("wrote %s (IR %d, %d bytes)", path, proto.ir_version, written)
+    return SaveInfo(path=path, external_data_path=data_path, ir_version=proto.ir_version, bytes_written=written)
+
+
+def read_constant(constant: gs.Constant) -> np.ndarray:
+    """The values of a graph-surgeon Constant, without caching lazy weights in the graph.
+
+    ``Constant.values`` replaces its lazy values by the loaded array, which would keep
+    every weight a pass looked at in memory; passes read through this instead.
+    """
+    values = constant._values
+    if isinstance(values, LazyValues):
+        return values.load()
+    return values
+
+
+def constant_nbytes(constant: gs.Constant) -> int:
+    """Bytes of a Constant's payload, without loading it."""
+    values = constant._values
+    if isinstance(values, LazyValues):
+        return int(values.nbytes)
+    return int(np.asarray(values).nbytes)
+
+
+def deep_copy_proto(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of a ModelProto (used before mutating protos that are shared)."""
+    return copy.deepcopy(proto)

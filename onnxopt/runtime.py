@@ -1,0 +1,102 @@
+"""onnxruntime sessions for verification, calibration and benchmarks.
+
+Verification runs with onnxruntime's own graph optimizations off on the CPU, so what we
+compare is what our passes did, not what onnxruntime would have fused anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from onnxopt.errors import BadInputError
+from onnxopt.external_data import is_external
+from onnxopt.model_io import Model, iter_model_tensor_protos, save, to_proto
+
+logger = logging.getLogger(__name__)
+
+PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+def session_options(optimize: bool = False, threads: int = 0) -> ort.SessionOptions:
+    """Session options; ``optimize=False`` disables onnxruntime's graph rewrites."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return options
+
+
+def providers_for(name: str) -> list[str]:
+    """Execution providers for a short name, refusing ones this onnxruntime lacks."""
+    if name not in PROVIDERS:
+        raise BadInputError(f"unknown provider {name!r} (choose from {', '.join(PROVIDERS)})")
+    wanted = PROVIDERS[name]
+    if wanted[0] not in ort.get_available_providers():
+        raise BadInputError(f"provider {name!r} is not available in this onnxruntime build")
+    return wanted
+
+
+@contextlib.contextmanager
+def model_on_disk(model: Model | onnx.ModelProto | str | os.PathLike[str]) -> Iterator[str | bytes]:
+    """Yield something InferenceSession accepts: a path, or serialized bytes for small models."""
+    if isinstance(model, (str, os.PathLike)):
+        yield str(model)
+        return
+    if isinstance(model, onnx.ModelProto):
+        if any(is_external(t) for t in iter_model_tensor_protos(model)):
+            raise BadInputError("an in-memory ModelProto with external data needs a path")
+        yield model.SerializeToString()
+        return
+    proto = to_proto(model)
+    has_external = any(is_external(t) for t in iter_model_tensor_protos(proto))
+    if not has_external and proto.ByteSize() < 1_900_000_000:
+        yield proto.SerializeToString()
+        return
+    with tempfile.TemporaryDirectory(prefix="onnxopt-session-") as folder:
+        target = Path(folder) / "model.onnx"
+        save(model, target, external_data=True)
+        yield str(target)
+
+
+def create_session(
+    model: Model | onnx.ModelProto | str | os.PathLike[str],
+    provider: str = "cpu",
+    optimize: bool = False,
+    threads: int = 0,
+) -> ort.InferenceSession:
+    """An InferenceSession for a Model, a ModelProto or a path."""
+    with model_on_disk(model) as source:
+        try:
+            return ort.InferenceSession(source, session_options(optimize, threads), providers=providers_for(provider))
+        except (
+            ort.capi.onnxruntime_pybind11_state.Fail,
+            ort.capi.onnxruntime_pybind11_state.InvalidGraph,
+            ort.capi.onnxruntime_pybind11_state.NotImplemented,
+            ort.capi.onnxruntime_pybind11_state.InvalidArgument,
+        ) as error:
+            first = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise BadInputError(f"onnxruntime cannot load the model: {first}") from None
+
+
+def run_session(session: ort.InferenceSession, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run a session on one feed and name its outputs."""
+    names = [output.name for output in session.get_outputs()]
+    values = session.run(names, feed)
+    return dict(zip(names, values, strict=True))
