@@ -61,3 +61,14 @@ def consumers_by_name(graph: gs.Graph) -> dict[str, int]:
         for tensor in each.outputs:
             counts[tensor.name] = counts.get(tensor.name, 0) + 1
     return counts
+
+
+def toposort_all(graph: gs.Graph) -> None:
+    """Topologically sort the main graph, every subgraph and every local function.
+
+    graph-surgeon's own recursive sort (``recurse_functions=True`` in its default "full"
+    mode) recurses forever on models that hold both subgraphs and functions, so each
+    graph is sorted on its own, nodes only.
+    """
+    for each in list(iter_all_graphs(graph)):
+        each.toposort(recurse_subgraphs=False, recurse_functions=False, mode="nodes")

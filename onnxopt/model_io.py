@@ -33,7 +33,7 @@ from onnxopt.external_data import (
     raw_bytes_of_inline,
     resolve_location,
 )
-from onnxopt.graph_walk import iter_all_graphs
+from onnxopt.graph_walk import iter_all_graphs, toposort_all
 from onnxopt.versioning import minimum_ir_version
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,9 @@ class Model:
     domain: str = ""
     metadata_props: dict[str, str] = field(default_factory=dict)
     source_ir_version: int = 0
+    # Initializers the source (IR >= 4) also listed as graph inputs: overridable defaults
+    # that are part of the model's interface. graph-surgeon drops them on import.
+    initializer_inputs: list[str] = field(default_factory=list)
 
     def copy(self) -> Model:
         """A structural copy (nodes, tensors, functions); weight arrays are shared, never mutated."""
@@ -76,6 +79,7 @@ class Model:
             domain=self.domain,
             metadata_props=dict(self.metadata_props),
             source_ir_version=self.source_ir_version,
+            initializer_inputs=list(self.initializer_inputs),
         )
 
     @property
@@ -240,7 +244,7 @@ def from_proto(proto: onnx.ModelProto, base_dir: Path | None = None, path: Path 
     check_proto(proto, what)
     try:
         graph = gs.import_onnx(proto)
-        graph.toposort(recurse_subgraphs=True, recurse_functions=True)
+        toposort_all(graph)
     except Exception as error:  # graph-surgeon raises bare Exceptions on malformed graphs
         raise BadInputError(
             f"{what}: cannot import graph ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
@@ -257,7 +261,67 @@ def from_proto(proto: onnx.ModelProto, base_dir: Path | None = None, path: Path 
         domain=proto.domain,
         metadata_props={entry.key: entry.value for entry in proto.metadata_props},
         source_ir_version=proto.ir_version,
+        initializer_inputs=_initializer_inputs(proto),
     )
+
+
+def _initializer_inputs(proto: onnx.ModelProto) -> list[str]:
+    # Below IR 4 every initializer had to be listed as an input: an artefact, not an interface.
+    if proto.ir_version < 4:
+        return []
+    initializers = {init.name for init in proto.graph.initializer}
+    return [value.name for value in proto.graph.input if value.name in initializers]
+
+
+def _restore_initializer_inputs(proto: onnx.ModelProto, names: list[str]) -> None:
+    listed = {value.name for value in proto.graph.input}
+    by_name = {init.name: init for init in proto.graph.initializer}
+    for name in names:
+        if name in by_name and name not in listed:
+            init = by_name[name]
+            proto.graph.input.append(onnx.helper.make_tensor_value_info(name, init.data_type, list(init.dims)))
+
+
+def _subgraph_protos(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield attr.g
+                yield from _subgraph_protos(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield sub
+                    yield from _subgraph_protos(sub)
+
+
+def _hoist_shared_subgraph_initializers(graph: onnx.GraphProto) -> None:
+    """Keep one copy of initializers that graph-surgeon copied into every subgraph reading them.
+
+    On export graph-surgeon writes each outer tensor a subgraph reads as an initializer of
+    that subgraph, once per branch or body; names are unique across scopes, so a name seen
+    in the main graph or in several subgraphs is one tensor, kept once in the main graph.
+    """
+    subgraphs = list(_subgraph_protos(graph))
+    if not subgraphs:
+        return
+    owners: dict[str, list[onnx.GraphProto]] = {}
+    for sub in subgraphs:
+        for init in sub.initializer:
+            owners.setdefault(init.name, []).append(sub)
+    main_names = {init.name for init in graph.initializer}
+    shared = {name for name, subs in owners.items() if name in main_names or len(subs) > 1}
+    if not shared:
+        return
+    for sub in subgraphs:
+        kept = [copy.deepcopy(init) for init in sub.initializer if init.name not in shared]
+        hoisted = [init for init in sub.initializer if init.name in shared]
+        for init in hoisted:
+            if init.name not in main_names:
+                graph.initializer.append(init)
+                main_names.add(init.name)
+        if hoisted:
+            del sub.initializer[:]
+            sub.initializer.extend(kept)
 
 
 def load(path: str | os.PathLike[str]) -> Model:
@@ -295,6 +359,8 @@ def to_proto(model: Model) -> onnx.ModelProto:
     imports = {entry.domain: entry.version for entry in (graph.import_domains or [])}
     imports[""] = int(graph.opset)
     proto = gs.export_onnx(graph, do_type_check=False)
+    _hoist_shared_subgraph_initializers(proto.graph)
+    _restore_initializer_inputs(proto, model.initializer_inputs)
     used = _used_domains(proto)
     function_domains = {function.domain for function in proto.functions}
     del proto.opset_import[:]

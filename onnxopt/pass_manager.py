@@ -22,6 +22,7 @@ import numpy as np
 
 from onnxopt.data import Feeds, make_feeds
 from onnxopt.errors import BadInputError, PassError
+from onnxopt.graph_walk import toposort_all
 from onnxopt.model_io import Model, save, to_proto
 from onnxopt.model_stats import ModelCounts, count_model
 from onnxopt.pass_api import Contract, Pass, PassContext
@@ -223,7 +224,7 @@ class PassManager:
 
     def _check(self, instance: Pass, model: Model, snapshot: Model, record: PassRecord) -> tuple[Model, PassRecord]:
         try:
-            model.graph.toposort(recurse_subgraphs=True, recurse_functions=True)
+            toposort_all(model.graph)
             check_structure(model)
         except (StructureError, Exception) as error:  # toposort raises bare Exceptions on cycles
             record.status, record.reason = "rolled back", f"structural check failed: {str(error).splitlines()[0]}"

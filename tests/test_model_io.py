@@ -181,3 +181,41 @@ def test_custom_domain_ops_are_accepted(tmp_path: Path) -> None:
     save(model, tmp_path / "out.onnx")
     written = onnx.load(str(tmp_path / "out.onnx"))
     assert {(o.domain, o.version) for o in written.opset_import} == {("", 17), ("com.example", 1)}
+
+
+IF_BOTH_BRANCHES = """
+<ir_version: 8, opset_import: ["" : 17, "local" : 1]>
+g (bool c, float[4, 256] x) => (float[4, 256] y) {
+    y = If(c) <
+        then_branch = t () => (float[4, 256] a) { a = MatMul(x, w) },
+        else_branch = e () => (float[4, 256] b) {
+            p = local.Twice(x)
+            b = MatMul(p, w)
+        }
+    >
+}
+<domain: "local", opset_import: ["" : 17]>
+Twice (v) => (o) { o = Add(v, v) }
+"""
+
+
+def test_subgraphs_and_functions_load_and_outer_weights_are_written_once(tmp_path: Path) -> None:
+    proto = onnx.parser.parse_model(IF_BOTH_BRANCHES)
+    weight = np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(weight, "w"))
+    source = tmp_path / "if.onnx"
+    source.write_bytes(proto.SerializeToString())
+    save(load(source), tmp_path / "out.onnx")
+    assert (tmp_path / "out.onnx").stat().st_size < source.stat().st_size + 1024, "the weight must not be duplicated"
+    for flag in (True, False):
+        feed = {"c": np.array(flag), "x": np.random.default_rng(1).standard_normal((4, 256)).astype(np.float32)}
+        assert_bit_exact(outputs(source, feed), outputs(tmp_path / "out.onnx", feed))
+
+
+def test_initializers_listed_as_inputs_stay_inputs_from_ir4(tmp_path: Path) -> None:
+    proto = mlp_proto()
+    proto.graph.input.append(onnx.helper.make_tensor_value_info("w2", onnx.TensorProto.FLOAT, [32, 16]))
+    source = tmp_path / "m.onnx"
+    source.write_bytes(proto.SerializeToString())
+    save(load(source), tmp_path / "o.onnx")
+    assert [i.name for i in onnx.load(str(tmp_path / "o.onnx")).graph.input] == ["x", "w2"]
