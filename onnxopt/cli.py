@@ -8,7 +8,6 @@ never sees a traceback unless they ask for one with ``--debug``.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 from collections.abc import Callable
@@ -20,9 +19,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from onnxopt.errors import BadInputError, OnnxoptError, VerificationError
-
-EXIT_OK, EXIT_VERIFY, EXIT_BAD_INPUT = 0, 1, 2
+from onnxopt.cli_errors import EXIT_VERIFICATION_FAILED, handle_errors
+from onnxopt.errors import BadInputError, VerificationError
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -34,38 +32,6 @@ def _configure_logging(verbose: int) -> None:
     root.handlers[:] = [RichHandler(console=stderr, show_path=False, show_time=False)]
     root.setLevel(level)
     root.propagate = False
-
-
-def _fail(message: str, code: int) -> None:
-    first = message.strip().splitlines()[0] if message.strip() else "failed"
-    click.echo(f"error: {first}", err=True)
-    raise SystemExit(code)
-
-
-def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library errors into one line on stderr and the documented exit code."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        debug = bool(click.get_current_context().find_root().params.get("debug"))
-        try:
-            return func(*args, **kwargs)
-        except BadInputError as error:
-            _fail(str(error), EXIT_BAD_INPUT)
-        except VerificationError as error:
-            _fail(str(error), EXIT_VERIFY)
-        except OnnxoptError as error:
-            _fail(str(error), EXIT_VERIFY)
-        except MemoryError:
-            _fail("out of memory", EXIT_VERIFY)
-        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
-            raise
-        except Exception as error:
-            if debug:
-                raise
-            _fail(f"internal error: {type(error).__name__}: {error} (rerun with --debug for a traceback)", EXIT_VERIFY)
-
-    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -198,7 +164,7 @@ def optimize(
     if failures:
         for record in failures:
             click.echo(f"error: pass {record.name} {record.status}: {record.reason}", err=True)
-        raise SystemExit(EXIT_VERIFY)
+        raise click.exceptions.Exit(EXIT_VERIFICATION_FAILED)
 
 
 @cli.command()
@@ -352,9 +318,7 @@ def _attach_optional_commands() -> None:
             if error.name != module_name:
                 raise
             continue
-        command = getattr(module, attr)
-        command.callback = handle_errors(command.callback)
-        cli.add_command(command)
+        cli.add_command(getattr(module, attr))
 
 
 _attach_optional_commands()
