@@ -115,7 +115,7 @@ def random_feed(
         shape = _concrete_shape(spec, shapes, batch_size)
         lowered = spec.name.lower()
         if spec.dtype == np.bool_:
-            feed[spec.name] = rng.random(shape) > 0.5
+            feed[spec.name] = np.asarray(rng.random(shape) > 0.5)  # an array even for 0-d inputs
         elif np.issubdtype(spec.dtype, np.integer):
             if "mask" in lowered:
                 feed[spec.name] = np.ones(shape, dtype=spec.dtype)
