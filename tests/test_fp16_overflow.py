@@ -10,13 +10,18 @@ with onnx's reference evaluator, which computes fp16 ops in fp16.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import onnx
 import onnx.parser
 import pytest
 
 from onnxopt.fp16_judge import UnfaithfulJudgeError, judge_run, relative_error
-from onnxopt.model_io import from_proto
+from onnxopt.model_io import Model, from_proto, to_proto
+from onnxopt.pass_api import Contract, Pass, PassContext, PassResult
+from onnxopt.pass_manager import PassManager
+from onnxopt.passes.fp16 import Fp16Pass
 from tests.fp16_helpers import assert_consistent, convert, kept_reasons
 from tests.util import outputs
 
@@ -106,3 +111,30 @@ def test_the_judge_refuses_when_half_is_not_computed_in_half():
     }""")
     with pytest.raises(UnfaithfulJudgeError, match="'h'"):
         judge_run(proto, {"x": np.ones(2, dtype=np.float32)})
+
+
+class _NaiveHalf(Pass):
+    """onnxconverter-common's conversion wrapped as a lossy pass, to test the manager's judge."""
+
+    name: ClassVar[str] = "naive-half"
+    contract: ClassVar[Contract] = Contract.LOSSY
+    cleanup: ClassVar[bool] = False
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        from onnxconverter_common.float16 import convert_float_to_float16
+
+        converted = from_proto(convert_float_to_float16(to_proto(model), keep_io_types=True))
+        model.graph = converted.graph
+        return PassResult(True)
+
+
+def test_pass_manager_rolls_back_a_conversion_that_overflows_only_in_true_half(overflow_proto, feed):
+    original = from_proto(overflow_proto)
+    manager = PassManager([_NaiveHalf()], verify=True, verify_feeds=[feed])
+    result, report = manager.run(original.copy())
+    record = report.records[0]
+    assert record.status == "rolled back"
+    assert "fp16-faithful judge" in record.reason and "NaN/Inf" in record.reason
+    assert all(node.op != "Cast" for node in result.graph.nodes), "the original model must be kept"
+    _, report = PassManager([Fp16Pass()], verify=True, verify_feeds=[feed]).run(original.copy())
+    assert report.records[0].status == "ok", report.records[0].reason
