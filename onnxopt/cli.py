@@ -62,7 +62,7 @@ def _progress_callback(progress: Any, task: Any) -> Callable[[str, str, int], No
 @cli.command()
 @click.argument("input_path", required=False, type=click.Path(path_type=Path))
 @click.option("-o", "--output", "output_path", required=True, type=click.Path(path_type=Path), help="Where to write.")
-@click.option("--example", is_flag=True, help="Optimize the small trained CNN shipped with onnxopt.")
+@click.option("--example", is_flag=True, help="Optimize the shipped digits CNN (fp16 unless a pipeline is given).")
 @click.option("--passes", help="Comma-separated passes, each `name` or `name:key=value:...`.")
 @click.option("--preset", help="A named pipeline (see `onnxopt passes`).")
 @click.option("--config", type=click.Path(path_type=Path), help="A TOML pipeline file of [[pass]] tables.")
@@ -106,13 +106,15 @@ def optimize(
     from onnxopt.report import rich_tables, write_report
 
     if example:
-        from onnxopt.examples import EXAMPLE_INPUTS, EXAMPLE_MODEL
+        from onnxopt.examples import EXAMPLE_INPUTS, EXAMPLE_MODEL, EXAMPLE_PRESET
 
         if input_path is not None:
             raise BadInputError("give either INPUT_PATH or --example, not both")
         input_path = EXAMPLE_MODEL
         inputs = inputs or EXAMPLE_INPUTS
         verify = True
+        if not (passes or preset or config):
+            preset = EXAMPLE_PRESET
     if input_path is None:
         raise BadInputError("missing INPUT_PATH (or --example)")
     with Progress(

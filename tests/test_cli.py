@@ -72,8 +72,12 @@ def test_example_runs_as_a_subprocess(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "before / after" in done.stdout and "verified" in done.stdout
+    assert target.stat().st_size <= 0.51 * EXAMPLE_MODEL.stat().st_size, "the example runs the fp16 preset"
     feed = dict(np.load(EXAMPLE_INPUTS))
-    assert_bit_exact(outputs(EXAMPLE_MODEL, feed), outputs(target, feed))
+    before, after = outputs(EXAMPLE_MODEL, feed)["logits"], outputs(target, feed)["logits"]
+    assert after.dtype == np.float32, "model I/O stays fp32"
+    np.testing.assert_array_equal(after.argmax(axis=1), before.argmax(axis=1))
+    assert float(np.max(np.abs(after - before))) <= 1e-2 * float(np.max(np.abs(before)))
 
 
 def test_json_and_reports(tmp_path: Path) -> None:
