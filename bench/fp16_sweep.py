@@ -111,6 +111,7 @@ def _check_with_reference_only(path: Path, model, feed: dict[str, np.ndarray], w
                                keep_io_types: bool) -> SweepResult:
     """For opsets onnxruntime dropped: fp32 reference evaluator against the fp16 judge."""
     from onnx.reference import ReferenceEvaluator
+
     from onnxopt.passes.fp16 import Fp16Options, Fp16Pass
 
     label = model_name(path) + ("" if keep_io_types else " (half io)") + " (reference only)"

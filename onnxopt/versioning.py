@@ -1,7 +1,7 @@
 """The lowest IR version a model can be written with.
 
 onnx writes its newest IR version by default (IR 14 with onnx 1.23), which older runtimes
-refuse (onnxruntime 1.31 stops at IR 11). We write the lowest IR that the model's opsets
+refuse (onnxruntime 1.31 stops at IR 13). We write the lowest IR that the model's opsets
 and the features it uses require, so every runtime that supports its ops can load it.
 """
 

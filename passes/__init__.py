@@ -18,10 +18,41 @@ BUILTIN_PASSES: list[type[Pass]] = []
 
 # Presets: named pass lists. "default" is what `onnxopt optimize` runs without options.
 PRESETS: dict[str, list[str]] = {}
+# The exact cleanup passes, looped to a fixed point by the pass manager.
+PRESETS["default"] = [
+    "eliminate-identity",
+    "fold-constants",
+    "dedup-initializers",
+    "cse",
+    "fuse-conv-bn",
+    "fuse-matmul-add",
+    "eliminate-dead",
+]
+# Weight-only int4 after the exact cleanups: GPTQ with --calib DATA, else round-to-nearest; MatMulNBits for
+# onnxruntime targets, DequantizeLinear(block_size) at opset 21 for the others (weight-only's format=auto).
+PRESETS["int4"] = [*PRESETS["default"], "weight-only:scheme=int4"]
+# Half precision after the exact cleanups (folding and Conv+BN fusion first leave fewer, simpler nodes to decide).
+PRESETS["fp16"] = [*PRESETS["default"], "fp16"]
+PRESETS["bf16"] = [*PRESETS["default"], "fp16:bf16=true"]
+# int8 after the exact cleanups (Conv+BN folded first, so the int8 Conv has no float BN after it).
+# qdq is static (calibrated Q/DQ) with --calib DATA, dynamic (MatMul/Gemm, onnxruntime CPU) without.
+PRESETS["int8"] = [*PRESETS["default"], "qdq"]
+# TensorRT: static symmetric int8 Q/DQ; needs --calib DATA (TensorRT has no dynamic int8).
+PRESETS["int8-tensorrt"] = [*PRESETS["default"], "qdq:target=tensorrt"]
 
 
 # "module:Class" of each built-in pass, one per line, in listing order.
 _BUILTIN_MODULES: list[str] = [
+    "dedup_initializers:DedupInitializers",
+    "eliminate_dead:EliminateDead",
+    "eliminate_identity:EliminateIdentity",
+    "fold_constants:FoldConstants",
+    "cse:CommonSubexpressionElimination",
+    "fuse_conv_bn:FuseConvBatchNorm",
+    "fuse_matmul_add:FuseMatMulAdd",
+    "weight_only:WeightOnly",
+    "fp16:Fp16Pass",
+    "qdq:QdqPass",
 ]
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnxopt.passes.fp16 import Fp16Pass
 
 from onnxopt.fp16_judge import judge_run, relative_error
 from onnxopt.fp16_types import type_conflict
 from onnxopt.model_io import Model, check_proto, to_proto
 from onnxopt.pass_api import PassContext, PassResult
+from onnxopt.passes.fp16 import Fp16Pass
 from tests.util import outputs
 
 F32, F16, BF16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16

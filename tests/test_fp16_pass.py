@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnxopt.passes import PRESETS, get_pass
-from onnxopt.passes.fp16 import Fp16Pass
 
 from onnxopt.errors import BadInputError
 from onnxopt.fp16_judge import judge_run, relative_error
 from onnxopt.fp16_types import type_conflict
 from onnxopt.model_io import to_proto
 from onnxopt.pass_api import Contract
+from onnxopt.passes import PRESETS, get_pass
+from onnxopt.passes.fp16 import Fp16Pass
 from tests.fp16_helpers import (
     BF16,
     BF16_REL,

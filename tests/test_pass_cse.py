@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from onnxopt.passes.cse import CommonSubexpressionElimination as CSE
 
+from onnxopt.passes.cse import CommonSubexpressionElimination as CSE
 from tests.util import assert_bit_exact, model_from_text, op_types, outputs, random_feed_for, run_pass
 
 

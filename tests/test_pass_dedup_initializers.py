@@ -8,12 +8,12 @@ import onnx.numpy_helper
 import onnx.parser
 import onnx_graphsurgeon as gs
 import pytest
-from onnxopt.passes import dedup_initializers
-from onnxopt.passes.dedup_initializers import DedupInitializers
 
 import onnxopt.external_data
 from onnxopt.external_data import ExternalLazyValues
 from onnxopt.model_io import from_proto, load, save
+from onnxopt.passes import dedup_initializers
+from onnxopt.passes.dedup_initializers import DedupInitializers
 from tests.util import assert_bit_exact, model_from_text, outputs, random_feed_for, run_pass
 
 SIX = "{1, 2, 3, 4, 5, 6}"

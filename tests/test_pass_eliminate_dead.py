@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_graphsurgeon as gs
-from onnxopt.passes.eliminate_dead import EliminateDead
 
 from onnxopt.model_io import to_proto
+from onnxopt.passes.eliminate_dead import EliminateDead
 from tests.util import assert_bit_exact, model_from_text, op_types, outputs, random_feed_for, run_pass
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnxopt.passes.eliminate_identity import EliminateIdentity, reshape_is_noop
 
+from onnxopt.passes.eliminate_identity import EliminateIdentity, reshape_is_noop
 from tests.util import assert_bit_exact, model_from_text, op_types, outputs, random_feed_for, run_pass
 
 

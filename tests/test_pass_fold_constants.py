@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_graphsurgeon as gs
-from onnxopt.passes import fold_constants
-from onnxopt.passes.fold_constants import FoldConstants
 
 from onnxopt.model_io import read_constant, save
+from onnxopt.passes import fold_constants
+from onnxopt.passes.fold_constants import FoldConstants
 from tests.util import assert_bit_exact, model_from_text, op_types, outputs, random_feed_for, run_pass
 
 W12 = "{0.1, -0.2, 0.3, 0.4, 1.5, -2.6, 0.7, 3.8, 0.9, 1.0, -1.1, 1.2}"

@@ -8,9 +8,9 @@ import onnx.numpy_helper
 import onnx.parser
 import onnx_graphsurgeon as gs
 import pytest
-from onnxopt.passes.fuse_conv_bn import FuseConvBatchNorm
 
 from onnxopt.model_io import Model, from_proto
+from onnxopt.passes.fuse_conv_bn import FuseConvBatchNorm
 from tests.util import model_from_text, op_types, outputs, run_pass
 
 TOLERANCE = FuseConvBatchNorm.tolerance_rel

@@ -7,9 +7,9 @@ import onnx
 import onnx.numpy_helper
 import onnx.parser
 import pytest
-from onnxopt.passes.fuse_matmul_add import FuseMatMulAdd, bias_fits_gemm
 
 from onnxopt.model_io import Model, from_proto
+from onnxopt.passes.fuse_matmul_add import FuseMatMulAdd, bias_fits_gemm
 from tests.util import model_from_text, op_types, outputs, run_pass
 
 TOLERANCE = FuseMatMulAdd.tolerance_rel

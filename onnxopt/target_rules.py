@@ -1,0 +1,238 @@
+"""Lint a quantized (Q/DQ) model against what a target runtime accepts.
+
+Why: a QDQ model that onnxruntime runs happily can be rejected by TensorRT, or silently
+run in float there. TensorRT's explicit quantization takes Q/DQ pairs only, with
+symmetric int8 (zero point 0), constant scales, per-tensor activation scales and
+per-channel weight scales only on the output-channel axis, and no Q/DQ on network
+outputs. ``check_model`` reports each broken rule as one readable line.
+
+Rules for ``tensorrt``:
+- ``quantized-op``: operator-form integer ops (QLinearConv, MatMulInteger,
+  DynamicQuantizeLinear, com.microsoft QGemm, ...) — TensorRT reads Q/DQ only;
+- ``int8-only``: Q/DQ zero points (or Q output types) other than int8 (uint8 means
+  asymmetric activations; int4/float8 are allowed on weight DequantizeLinear only; an
+  int32 bias DequantizeLinear is flagged too: TensorRT keeps biases float);
+- ``zero-point``: a non-zero zero point (TensorRT is symmetric);
+- ``constant-scale``: a scale or zero point that is not a constant;
+- ``scale-value``: a scale that is not finite and positive;
+- ``activation-per-tensor``: a per-channel QuantizeLinear on an activation;
+- ``weight-axis``: a per-channel weight whose axis is not the consumer's output-channel axis;
+- ``qdq-pair``: a QuantizeLinear not followed only by DequantizeLinear nodes with the same
+  scale and zero point;
+- ``output-qdq``: a graph output produced by a QuantizeLinear or DequantizeLinear;
+- ``opset``: per-channel Q/DQ below opset 13.
+``ort-cpu`` and ``ort-cuda`` keep the rules that make any runtime's Q/DQ model valid
+(``constant-scale``, ``scale-value``, ``qdq-pair``'s matching parameters, ``opset``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxopt.errors import BadInputError
+from onnxopt.graph_walk import iter_all_graphs
+from onnxopt.model_io import Model, from_proto, load, read_constant
+
+TARGETS = ("tensorrt", "ort-cpu", "ort-cuda")
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+OPERATOR_FORM_OPS = frozenset({
+    "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "QLinearAdd",
+    "QLinearMul", "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat", "QGemm",
+    "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QLinearLeakyRelu", "QLinearSigmoid", "QLinearSoftmax",
+    "MatMulNBits", "QAttention",
+})
+_LOW_BIT_NAMES = ("int4", "float8_e4m3fn")
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule at one node."""
+
+    rule: str
+    node: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.node}: {self.message} [{self.rule}]"
+
+
+def _as_model(model_or_path: Model | onnx.ModelProto | str | os.PathLike[str]) -> Model:
+    if isinstance(model_or_path, Model):
+        return model_or_path
+    if isinstance(model_or_path, onnx.ModelProto):
+        return from_proto(model_or_path)
+    if isinstance(model_or_path, (str, os.PathLike)):
+        return load(Path(model_or_path))
+    raise BadInputError(f"cannot check a {type(model_or_path).__name__}; give a path or a model")
+
+
+def _constant_values(tensor: gs.Tensor | None) -> np.ndarray | None:
+    """The value of a constant tensor (initializer or Constant node output), else None."""
+    if tensor is None:
+        return None
+    if isinstance(tensor, gs.Constant):
+        return np.asarray(read_constant(tensor))
+    if len(tensor.inputs) == 1 and tensor.inputs[0].op == "Constant":
+        value = tensor.inputs[0].attrs.get("value")
+        if isinstance(value, gs.Constant):
+            return np.asarray(read_constant(value))
+    return None
+
+
+def _label(node: gs.Node) -> str:
+    return f"{node.op} {node.name!r}" if node.name else node.op
+
+
+def _optional_input(node: gs.Node, index: int) -> gs.Tensor | None:
+    if len(node.inputs) > index and node.inputs[index].name:
+        return node.inputs[index]
+    return None
+
+
+def _zero_point_dtype(node: gs.Node) -> np.dtype:
+    """The integer type a Q produces / a DQ reads."""
+    zero = _optional_input(node, 2)
+    if zero is not None and zero.dtype is not None:
+        return np.dtype(zero.dtype)
+    if node.op == "DequantizeLinear" and node.inputs[0].dtype is not None:
+        return np.dtype(node.inputs[0].dtype)
+    if node.op == "QuantizeLinear" and "output_dtype" in node.attrs and int(node.attrs["output_dtype"]):
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(int(node.attrs["output_dtype"])))
+    return np.dtype(np.uint8)  # QuantizeLinear's default output type
+
+
+def _dtype_name(dtype: np.dtype) -> str:
+    return getattr(dtype, "name", str(dtype))
+
+
+def _output_channel_axis(consumer: gs.Node, slot: int, rank: int) -> int | None:
+    if consumer.op == "Conv" and slot == 1:
+        return 0
+    if consumer.op == "ConvTranspose" and slot == 1:
+        return 1
+    if consumer.op == "MatMul" and slot == 1:
+        return rank - 1
+    if consumer.op == "Gemm" and slot == 1:
+        return 0 if int(consumer.attrs.get("transB", 0)) else 1
+    return None
+
+
+def _normal_axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+class _Checker:
+    def __init__(self, model: Model, target: str) -> None:
+        self.model = model
+        self.target = target
+        self.strict = target == "tensorrt"
+        self.violations: list[Violation] = []
+
+    def add(self, rule: str, node: gs.Node, message: str) -> None:
+        self.violations.append(Violation(rule, _label(node), message))
+
+    def run(self) -> list[Violation]:
+        graph_outputs = {tensor.name for tensor in self.model.graph.outputs}
+        for graph in iter_all_graphs(self.model.graph):
+            for node in graph.nodes:
+                if node.op in OPERATOR_FORM_OPS and self.strict:
+                    self.add("quantized-op", node, f"operator-form int8 op {node.op}; TensorRT reads Q/DQ pairs only")
+                if node.op in QDQ_OPS:
+                    self._check_qdq(node, graph_outputs if graph is self.model.graph else set())
+        return self.violations
+
+    def _check_qdq(self, node: gs.Node, graph_outputs: set[str]) -> None:
+        scale_tensor = _optional_input(node, 1)
+        zero_tensor = _optional_input(node, 2)
+        scale = _constant_values(scale_tensor)
+        zero = _constant_values(zero_tensor) if zero_tensor is not None else None
+        if scale is None or (zero_tensor is not None and zero is None):
+            self.add("constant-scale", node, "scale and zero point must be constants")
+        if scale is not None and (not np.all(np.isfinite(scale)) or np.any(scale <= 0)):
+            self.add("scale-value", node, "scale must be finite and positive")
+        per_channel = scale is not None and scale.size > 1
+        if per_channel and self.model.opset < 13:
+            self.add("opset", node, f"per-channel Q/DQ needs opset 13+, model has {self.model.opset}")
+        if node.outputs and node.outputs[0].name in graph_outputs and self.strict:
+            self.add("output-qdq", node, f"produces graph output {node.outputs[0].name!r}; keep outputs float")
+        if node.op == "QuantizeLinear":
+            self._check_quantize(node, scale, zero, per_channel)
+        else:
+            self._check_dequantize(node, scale, per_channel)
+
+    def _check_type_and_zero(self, node: gs.Node, zero: np.ndarray | None, weight: bool) -> None:
+        if not self.strict:
+            return
+        dtype = _zero_point_dtype(node)
+        allowed_low_bit = weight and _dtype_name(dtype) in _LOW_BIT_NAMES
+        if dtype == np.int32:
+            self.add("int8-only", node, "int32 (bias) quantization; TensorRT takes float biases, quantizes them itself")
+            return
+        if dtype != np.int8 and not allowed_low_bit:
+            detail = "asymmetric uint8" if dtype == np.uint8 else _dtype_name(dtype)
+            self.add("int8-only", node, f"{detail} quantization; TensorRT needs symmetric int8 (zero point 0)")
+            return
+        if zero is not None and np.any(zero.astype(np.float64) != 0):
+            self.add("zero-point", node, "non-zero zero point; TensorRT is symmetric (zero point 0)")
+
+    def _check_quantize(self, node: gs.Node, scale: np.ndarray | None, zero: np.ndarray | None,
+                        per_channel: bool) -> None:
+        source = node.inputs[0]
+        is_weight = _constant_values(source) is not None
+        self._check_type_and_zero(node, zero, weight=is_weight)
+        if per_channel and not is_weight and self.strict:
+            self.add("activation-per-tensor", node, "per-channel scale on an activation; TensorRT takes per-tensor")
+        consumers = list(node.outputs[0].outputs) if node.outputs else []
+        if not consumers and self.strict:
+            self.add("qdq-pair", node, "QuantizeLinear output is not read by a DequantizeLinear")
+        for consumer in consumers:
+            if consumer.op != "DequantizeLinear":
+                if self.strict:
+                    self.add("qdq-pair", node,
+                             f"QuantizeLinear feeds {consumer.op} {consumer.name!r}, not a DequantizeLinear")
+                continue
+            other_scale = _constant_values(_optional_input(consumer, 1))
+            other_zero = _constant_values(_optional_input(consumer, 2))
+            same_scale = scale is not None and other_scale is not None and np.array_equal(scale, other_scale)
+            zeros = [z if z is not None else np.zeros(1) for z in (zero, other_zero)]
+            same_zero = np.array_equal(zeros[0].astype(np.float64).reshape(-1), zeros[1].astype(np.float64).reshape(-1))
+            if not (same_scale and same_zero):
+                self.add("qdq-pair", node, f"DequantizeLinear {consumer.name!r} uses a different scale or zero point")
+            elif per_channel and int(node.attrs.get("axis", 1)) != int(consumer.attrs.get("axis", 1)):
+                self.add("qdq-pair", node, f"DequantizeLinear {consumer.name!r} uses a different axis")
+
+    def _check_dequantize(self, node: gs.Node, scale: np.ndarray | None, per_channel: bool) -> None:
+        source = node.inputs[0]
+        weight_values = _constant_values(source)
+        zero = _constant_values(_optional_input(node, 2))
+        producer = source.inputs[0] if len(source.inputs) == 1 else None
+        if weight_values is None and producer is not None and producer.op == "QuantizeLinear":
+            return  # the pair is checked at its QuantizeLinear
+        self._check_type_and_zero(node, zero, weight=weight_values is not None)
+        if weight_values is None:
+            if self.strict and producer is not None and producer.op not in QDQ_OPS:
+                self.add("qdq-pair", node, "DequantizeLinear reads a tensor that no QuantizeLinear produced")
+            return
+        if not per_channel or not self.strict or ("block_size" in node.attrs and int(node.attrs["block_size"])):
+            return
+        axis = _normal_axis(int(node.attrs.get("axis", 1)), weight_values.ndim)
+        for consumer in node.outputs[0].outputs:
+            slots = [index for index, tensor in enumerate(consumer.inputs) if tensor is node.outputs[0]]
+            for slot in slots:
+                wanted = _output_channel_axis(consumer, slot, weight_values.ndim)
+                if wanted is not None and axis != wanted:
+                    self.add("weight-axis", node, f"per-channel axis {axis}, but {consumer.op} {consumer.name!r} "
+                                                  f"has its output channels on axis {wanted}")
+
+
+def check_model(model_or_path: Model | onnx.ModelProto | str | os.PathLike[str], target: str) -> list[Violation]:
+    """Every violation of ``target``'s Q/DQ rules in a model (empty list: the model passes)."""
+    if target not in TARGETS:
+        raise BadInputError(f"unknown target {target!r} (choose from {', '.join(TARGETS)})")
+    return _Checker(_as_model(model_or_path), target).run()
