@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.compare import _digits_data, _digits_model, _minilm_data
 from onnxopt.benchmark import BenchConfig, benchmark, machine_info, model_file_bytes
 from onnxopt.data import make_feeds
 from onnxopt.model_io import load, save, to_proto
@@ -129,22 +130,6 @@ def _judge_digits(candidate: Path, fp32: Path, data: Path) -> dict[str, float]:
     return {"accuracy": top1_accuracy(candidate)}
 
 
-def _minilm_data(size: str, workdir: Path) -> tuple[Path, Path]:
-    from models.evaluate import MINILM_REFERENCE
-
-    return MINILM_REFERENCE, MINILM_REFERENCE.with_name("minilm_calib.npz")
-
-
-def _digits_data(size: str, workdir: Path) -> tuple[Path, Path]:
-    from models.digits import CALIBRATION_PATH, TEST_PATH
-
-    return TEST_PATH, CALIBRATION_PATH
-
-
-def _digits_model(size: str) -> Path:
-    from models.digits import model_path
-
-    return model_path()
 
 
 SPECS = {

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 import onnx
 import onnx.shape_inference
+import onnx_graphsurgeon as gs
 
 from onnxopt.external_data import is_external
+from onnxopt.graph_edit import constant_shape, tensor_onnx_dtype
 from onnxopt.model_io import EXTERNAL_TENSOR_MIN_BYTES, Model, iter_model_tensor_protos, tensor_nbytes, to_proto
 
 logger = logging.getLogger(__name__)
@@ -110,3 +112,24 @@ def infer_tensor_infos(model: Model) -> dict[str, TensorInfo]:
     found: dict[str, TensorInfo | None] = {}
     _collect(inferred.graph, found)
     return {name: info for name, info in found.items() if info is not None}
+
+
+def known_shape(tensor: gs.Tensor, infos: dict[str, TensorInfo]) -> tuple[Dim, ...] | None:
+    """A tensor's shape from its constant value, inferred infos, or its declared shape."""
+    shape = constant_shape(tensor)
+    if shape is not None:
+        return shape
+    info = infos.get(tensor.name)
+    if info is not None and info.shape is not None:
+        return info.shape
+    declared = getattr(tensor, "shape", None)
+    return tuple(declared) if declared is not None else None
+
+
+def known_elem_type(tensor: gs.Tensor, infos: dict[str, TensorInfo]) -> int | None:
+    """A tensor's ONNX element type from its value, inferred infos, or its declared dtype."""
+    dtype = tensor_onnx_dtype(tensor)
+    if dtype:
+        return dtype
+    info = infos.get(tensor.name)
+    return info.elem_type if info is not None and info.elem_type else None

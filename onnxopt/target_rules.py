@@ -38,6 +38,7 @@ import onnx_graphsurgeon as gs
 from onnxopt.errors import BadInputError
 from onnxopt.graph_walk import iter_all_graphs
 from onnxopt.model_io import Model, from_proto, load, read_constant
+from onnxopt.qdq_placement import weight_axis
 
 TARGETS = ("tensorrt", "ort-cpu", "ort-cuda")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -111,16 +112,6 @@ def _dtype_name(dtype: np.dtype) -> str:
     return getattr(dtype, "name", str(dtype))
 
 
-def _output_channel_axis(consumer: gs.Node, slot: int, rank: int) -> int | None:
-    if consumer.op == "Conv" and slot == 1:
-        return 0
-    if consumer.op == "ConvTranspose" and slot == 1:
-        return 1
-    if consumer.op == "MatMul" and slot == 1:
-        return rank - 1
-    if consumer.op == "Gemm" and slot == 1:
-        return 0 if int(consumer.attrs.get("transB", 0)) else 1
-    return None
 
 
 def _normal_axis(axis: int, rank: int) -> int:
@@ -225,7 +216,7 @@ class _Checker:
         for consumer in node.outputs[0].outputs:
             slots = [index for index, tensor in enumerate(consumer.inputs) if tensor is node.outputs[0]]
             for slot in slots:
-                wanted = _output_channel_axis(consumer, slot, weight_values.ndim)
+                wanted = weight_axis(consumer, slot, weight_values.ndim)
                 if wanted is not None and axis != wanted:
                     self.add("weight-axis", node, f"per-channel axis {axis}, but {consumer.op} {consumer.name!r} "
                                                   f"has its output channels on axis {wanted}")

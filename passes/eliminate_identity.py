@@ -17,7 +17,6 @@ import onnx_graphsurgeon as gs
 from onnxopt.graph_edit import (
     Scope,
     constant_array,
-    constant_shape,
     detach,
     has_attribute_refs,
     input_names,
@@ -28,12 +27,11 @@ from onnxopt.graph_edit import (
     remove_nodes,
     replace_uses,
     subgraph_holders,
-    tensor_onnx_dtype,
     use_counts,
 )
 from onnxopt.model_io import Model
 from onnxopt.pass_api import Contract, Pass, PassContext, PassResult
-from onnxopt.shape_info import Dim, TensorInfo, infer_tensor_infos
+from onnxopt.shape_info import Dim, TensorInfo, infer_tensor_infos, known_elem_type, known_shape
 
 logger = logging.getLogger(__name__)
 
@@ -42,23 +40,6 @@ class _Refused(Exception):
     """A candidate that looked removable but is not; the message is the reason for the report."""
 
 
-def _known_shape(tensor: gs.Tensor, infos: dict[str, TensorInfo]) -> tuple[Dim, ...] | None:
-    shape = constant_shape(tensor)
-    if shape is not None:
-        return shape
-    info = infos.get(tensor.name)
-    if info is not None and info.shape is not None:
-        return info.shape
-    declared = getattr(tensor, "shape", None)
-    return tuple(declared) if declared is not None else None
-
-
-def _known_elem_type(tensor: gs.Tensor, infos: dict[str, TensorInfo]) -> int | None:
-    dtype = tensor_onnx_dtype(tensor)
-    if dtype:
-        return dtype
-    info = infos.get(tensor.name)
-    return info.elem_type if info is not None and info.elem_type else None
 
 
 def _int_list(tensor: gs.Tensor) -> list[int] | None:
@@ -150,14 +131,14 @@ class EliminateIdentity(Pass):
         if op == "Transpose":
             perm = node.attrs.get("perm")
             if perm is None:
-                shape = _known_shape(data, infos)
+                shape = known_shape(data, infos)
                 return shape is not None and len(shape) <= 1
             return list(perm) == list(range(len(perm)))
         if op == "Cast":
             to = node.attrs.get("to")
             if isinstance(to, str):
                 to = onnx.TensorProto.DataType.Value(to.upper())
-            source = _known_elem_type(data, infos)
+            source = known_elem_type(data, infos)
             return source is not None and to is not None and int(to) == int(source)
         if op == "Reshape":
             return self._reshape_noop(node, opset, infos)
@@ -176,7 +157,7 @@ class EliminateIdentity(Pass):
         if target is None:
             return False
         allowzero = bool(node.attrs.get("allowzero", 0))
-        shape = _known_shape(node.inputs[0], infos)
+        shape = known_shape(node.inputs[0], infos)
         if reshape_is_noop(shape, target, allowzero):
             return True
         if shape is None and len(target) > 0:

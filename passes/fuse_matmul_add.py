@@ -16,18 +16,16 @@ import onnx_graphsurgeon as gs
 
 from onnxopt.graph_edit import (
     Scope,
-    constant_shape,
     detach,
     is_standard_op,
     iter_trees,
     output_names,
     producer,
-    tensor_onnx_dtype,
     use_counts,
 )
 from onnxopt.model_io import Model
 from onnxopt.pass_api import Contract, Pass, PassContext, PassResult
-from onnxopt.shape_info import Dim, TensorInfo, infer_tensor_infos
+from onnxopt.shape_info import Dim, TensorInfo, infer_tensor_infos, known_elem_type, known_shape
 
 logger = logging.getLogger(__name__)
 
@@ -40,23 +38,6 @@ class _Refused(Exception):
     """A MatMul + Add pair that cannot become a Gemm; the message says why."""
 
 
-def _shape(tensor: gs.Tensor, infos: dict[str, TensorInfo]) -> tuple[Dim, ...] | None:
-    shape = constant_shape(tensor)
-    if shape is not None:
-        return shape
-    info = infos.get(tensor.name)
-    if info is not None and info.shape is not None:
-        return info.shape
-    declared = getattr(tensor, "shape", None)
-    return tuple(declared) if declared is not None else None
-
-
-def _elem_type(tensor: gs.Tensor, infos: dict[str, TensorInfo]) -> int | None:
-    dtype = tensor_onnx_dtype(tensor)
-    if dtype:
-        return dtype
-    info = infos.get(tensor.name)
-    return info.elem_type if info is not None and info.elem_type else None
 
 
 def bias_fits_gemm(bias: tuple[Dim, ...], rows: Dim, cols: Dim) -> bool:
@@ -140,15 +121,15 @@ class FuseMatMulAdd(Pass):
             raise _Refused("MatMul output has other readers")
         if bias is product:
             raise _Refused("Add reads the product twice")
-        left, right = (_shape(tensor, infos) for tensor in matmul.inputs)
+        left, right = (known_shape(tensor, infos) for tensor in matmul.inputs)
         if left is None or right is None:
             raise _Refused("MatMul operand rank unknown")
         if len(left) != 2 or len(right) != 2:
             raise _Refused("MatMul operands are not both rank 2")
-        elem_type = _elem_type(matmul.inputs[0], infos) or _elem_type(matmul.inputs[1], infos)
+        elem_type = known_elem_type(matmul.inputs[0], infos) or known_elem_type(matmul.inputs[1], infos)
         if elem_type not in _FUSABLE_TYPES:
             raise _Refused("element type is not float32/float64")
-        bias_shape = _shape(bias, infos)
+        bias_shape = known_shape(bias, infos)
         if bias_shape is None:
             raise _Refused("bias shape unknown")
         if not bias_fits_gemm(bias_shape, left[0], right[1]):
