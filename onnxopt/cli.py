@@ -155,7 +155,8 @@ def optimize(
         verification = summary.get("verification")
         if verification:
             stdout.print(
-                f"verified on real feeds: max abs error {verification['max_abs_error']:.3g}, "
+                f"verified against the original on {inputs or calib or 'random inputs'}: "
+                f"max abs error {verification['max_abs_error']:.3g}, "
                 f"min cosine {verification['min_cosine']:.6f}"
             )
         stdout.print(

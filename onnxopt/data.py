@@ -36,7 +36,10 @@ _NP_FROM_ONNX = {
     onnx.TensorProto.BOOL: np.bool_,
 }
 
-DEFAULT_SYMBOLIC_DIM = 1
+# Symbolic non-batch dims (sequence length, image size) get this size in random feeds:
+# long enough that a transformer's attention and a CNN's pooling see realistic shapes.
+DEFAULT_SYMBOLIC_DIM = 32
+_warned_symbolic: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,8 @@ def _concrete_shape(spec: InputSpec, shapes: dict[str, list[int]], batch_size: i
             concrete.append(dim)
         else:
             concrete.append(batch_size if axis == 0 else DEFAULT_SYMBOLIC_DIM)
-            if axis != 0:
+            if axis != 0 and (spec.name, str(dim)) not in _warned_symbolic:
+                _warned_symbolic.add((spec.name, str(dim)))
                 logger.warning(
                     "input %s: symbolic dim %r set to %d (use --shape)", spec.name, dim, DEFAULT_SYMBOLIC_DIM
                 )
