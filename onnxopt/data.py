@@ -49,11 +49,15 @@ class InputSpec:
     name: str
     dtype: np.dtype
     shape: tuple[int | str | None, ...]
+    # For integer inputs used as Gather indices into a constant table: the table's size
+    # along the gathered axis, so random ids stay in range (token ids, embedding rows).
+    index_bound: int | None = None
 
 
 def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     """The real inputs of a model (initializers listed as inputs under IR < 4 excluded)."""
     initializers = {init.name for init in model.graph.initializer}
+    bounds = _gather_index_bounds(model)
     specs = []
     for value in model.graph.input:
         if value.name in initializers:
@@ -70,8 +74,22 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
                 shape.append(int(dim.dim_value))
             else:
                 shape.append(dim.dim_param or None)
-        specs.append(InputSpec(value.name, np.dtype(dtype), tuple(shape)))
+        specs.append(InputSpec(value.name, np.dtype(dtype), tuple(shape), bounds.get(value.name)))
     return specs
+
+
+def _gather_index_bounds(model: onnx.ModelProto) -> dict[str, int]:
+    """Smallest constant-table size each graph input indexes through a Gather."""
+    tables = {init.name: list(init.dims) for init in model.graph.initializer}
+    bounds: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type != "Gather" or len(node.input) < 2 or node.input[0] not in tables:
+            continue
+        axis = next((attr.i for attr in node.attribute if attr.name == "axis"), 0)
+        dims = tables[node.input[0]]
+        if dims and -len(dims) <= axis < len(dims) and dims[axis] > 0:
+            bounds[node.input[1]] = min(bounds.get(node.input[1], dims[axis]), dims[axis])
+    return bounds
 
 
 def parse_shape_option(items: tuple[str, ...] | list[str]) -> dict[str, list[int]]:
@@ -126,7 +144,7 @@ def random_feed(
             elif "type" in lowered or "segment" in lowered:
                 feed[spec.name] = np.zeros(shape, dtype=spec.dtype)
             else:
-                feed[spec.name] = rng.integers(0, 100, size=shape).astype(spec.dtype)
+                feed[spec.name] = rng.integers(0, min(spec.index_bound or 100, 100), size=shape).astype(spec.dtype)
         else:
             feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
     return feed

@@ -15,6 +15,14 @@ class BadInputError(OnnxoptError):
     """The model, data or options given by the user cannot be used (exit code 2)."""
 
 
+class RuntimeLoadError(BadInputError):
+    """onnxruntime refused to load a model.
+
+    Bad input when it is the user's model; a pass bug when the model came out of a pass
+    (the pass manager tells the two apart and rolls the pass back in the second case).
+    """
+
+
 class VerificationError(OnnxoptError):
     """An optimized model does not meet its numerical contract (exit code 1)."""
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from onnxopt.data import Feeds, make_feeds
-from onnxopt.errors import BadInputError, PassError
+from onnxopt.errors import BadInputError, PassError, RuntimeLoadError
 from onnxopt.graph_walk import toposort_all
 from onnxopt.model_io import Model, save, to_proto
 from onnxopt.model_stats import ModelCounts, count_model
@@ -128,6 +128,14 @@ class Verifier:
 JUDGE_MAX_WEIGHT_BYTES = 16 * 1024 * 1024
 
 
+def _loads_in_onnxruntime(model: Model) -> bool:
+    try:
+        create_session(model)
+    except RuntimeLoadError:
+        return False
+    return True
+
+
 def _has_half_tensors(model: Model) -> bool:
     half = (np.float16, "bfloat16")
     for tensor in model.graph.tensors().values():
@@ -222,20 +230,14 @@ class PassManager:
         )
         try:
             result = instance.run(model, self.ctx)
+        except RuntimeLoadError as error:
+            if not _loads_in_onnxruntime(snapshot):
+                raise  # the model given to the pass cannot run: bad input, not a pass bug
+            return self._failed(instance, error, snapshot, model, report, record, started, iteration)
         except BadInputError:
             raise
         except Exception as error:  # a bug in a pass must not corrupt the output
-            record.seconds = time.perf_counter() - started
-            failure = PassError(instance.name, list(self._history), error)
-            record.status, record.reason = "error", str(failure)
-            logger.error("%s", failure)
-            logger.debug("%s", traceback.format_exc())
-            self._dump(snapshot, model, instance.name, len(report.records))
-            report.records.append(record)
-            self._notify("end", instance.name, iteration)
-            if self.strict:
-                raise failure from error
-            return snapshot
+            return self._failed(instance, error, snapshot, model, report, record, started, iteration)
         record.seconds = time.perf_counter() - started
         record.modified = result.modified
         record.stats = dict(result.stats)
@@ -247,6 +249,30 @@ class PassManager:
         report.records.append(record)
         self._notify("end", instance.name, iteration)
         return model
+
+    def _failed(
+        self,
+        instance: Pass,
+        error: Exception,
+        snapshot: Model,
+        model: Model,
+        report: RunReport,
+        record: PassRecord,
+        started: float,
+        iteration: int,
+    ) -> Model:
+        """Record a pass that raised, dump the reproducer, and return the model from before it."""
+        record.seconds = time.perf_counter() - started
+        failure = PassError(instance.name, list(self._history), error)
+        record.status, record.reason = "error", str(failure)
+        logger.error("%s", failure)
+        logger.debug("%s", traceback.format_exc())
+        self._dump(snapshot, model, instance.name, len(report.records))
+        report.records.append(record)
+        self._notify("end", instance.name, iteration)
+        if self.strict:
+            raise failure from error
+        return snapshot
 
     def _check(self, instance: Pass, model: Model, snapshot: Model, record: PassRecord) -> tuple[Model, PassRecord]:
         try:

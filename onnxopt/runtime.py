@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnxopt.errors import BadInputError
+from onnxopt.errors import BadInputError, RuntimeLoadError
 from onnxopt.external_data import is_external
 from onnxopt.model_io import Model, iter_model_tensor_protos, save, to_proto
 
@@ -92,7 +92,7 @@ def create_session(
             ort.capi.onnxruntime_pybind11_state.InvalidArgument,
         ) as error:
             first = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise BadInputError(f"onnxruntime cannot load the model: {first}") from None
+            raise RuntimeLoadError(f"onnxruntime cannot load the model: {first}") from None
 
 
 def run_session(session: ort.InferenceSession, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

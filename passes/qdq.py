@@ -55,6 +55,8 @@ from onnxopt.runtime_errors import ORT_RUN_ERRORS
 from onnxopt.smoothing import apply_smoothing, choose_smoothing, smoothing_candidates
 
 logger = logging.getLogger(__name__)
+# Per-channel QuantizeLinear/DequantizeLinear (the axis attribute) arrived in opset 13.
+MIN_QDQ_OPSET = 13
 
 TARGETS = ("ort-cpu", "ort-cuda", "tensorrt")
 MODES = ("auto", "static", "dynamic")
@@ -200,6 +202,10 @@ class QdqPass(Pass):
         if present:
             return PassResult(False, {"skipped": "already quantized"},
                               [f"model already holds quantized ops ({', '.join(sorted(present))}); left unchanged"])
+        if model.opset < MIN_QDQ_OPSET:
+            return PassResult(False, {"skipped": f"opset {model.opset}"}, [
+                f"opset {model.opset} is below {MIN_QDQ_OPSET}, which per-channel QuantizeLinear/DequantizeLinear "
+                "need; convert the model to a newer opset first (onnx.version_converter)"])
         real_data = has_real_data(ctx.data)
         mode = _resolve_mode(options.mode, target, real_data)
         original = model

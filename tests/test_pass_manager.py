@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 import pytest
 
-from onnxopt.errors import PassError
+from onnxopt.errors import BadInputError, PassError
 from onnxopt.model_io import Model
 from onnxopt.pass_api import Contract, Pass, PassContext, PassResult
 from onnxopt.pass_manager import PassManager
@@ -156,3 +157,32 @@ def test_tolerance_contract_is_enforced() -> None:
     assert report.records[0].status == "rolled back"
     assert "relative error" in report.records[0].reason
     assert "Mul" not in op_types(rolled)
+
+
+class MakesUnloadableModel(Pass):
+    """Writes an op onnxruntime has no kernel for, then asks onnxruntime to load the result."""
+
+    name: ClassVar[str] = "unloadable"
+    contract: ClassVar[Contract] = Contract.LOSSY
+    cleanup: ClassVar[bool] = False
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        from onnxopt.runtime import create_session
+
+        model.graph.nodes[0].op = "NoSuchKernel"
+        model.graph.nodes[0].domain = "com.example"
+        model.graph.import_domains.append(onnx.helper.make_opsetid("com.example", 1))
+        create_session(model)
+        return PassResult(True)
+
+
+def test_a_pass_whose_output_onnxruntime_refuses_is_rolled_back_not_called_bad_input() -> None:
+    result, report = PassManager([MakesUnloadableModel()]).run(model_from_text(TEXT))
+    assert report.records[0].status == "error" and "onnxruntime cannot load" in report.records[0].reason
+    assert op_types(result) == ["Relu", "Neg", "Abs"]
+
+
+def test_a_model_onnxruntime_cannot_run_at_all_is_bad_input() -> None:
+    custom = TEXT.replace('["" : 17]', '["" : 17, "com.example" : 1]').replace("b = Neg(a)", "b = com.example.Other(a)")
+    with pytest.raises(BadInputError, match="onnxruntime cannot load"):
+        PassManager([MakesUnloadableModel()]).run(model_from_text(custom))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
+import onnx.parser
 import onnx_graphsurgeon as gs
 import pytest
 
 from onnxopt.data import Feeds, InputSpec
 from onnxopt.errors import BadInputError
-from onnxopt.model_io import Model, read_constant
+from onnxopt.model_io import Model, from_proto, read_constant
 from onnxopt.pass_api import PassContext
 from onnxopt.passes.qdq import QdqPass
 from tests.util import model_from_text, op_types, outputs
@@ -250,3 +252,17 @@ def test_bad_data_is_reported_as_bad_input(tmp_path):
         run_qdq(model, Feeds(specs=specs, path=tmp_path))
     with pytest.raises(BadInputError, match="does not fit"):
         run_qdq(model, [{"image": np.zeros((1, 2, 5, 5, 1), np.float32)}])
+
+
+def test_models_below_opset_13_are_left_unchanged_with_a_reason():
+    proto = onnx.parser.parse_model(
+        '<ir_version: 7, opset_import: ["" : 12]> g (float[4, 64] x) => (float[4, 64] y) { y = MatMul(x, w) }'
+    )
+    proto.graph.initializer.append(
+        onnx.numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32), "w")
+    )
+    model = from_proto(proto)
+    result = QdqPass().run(model, PassContext())
+    assert not result.modified
+    assert any("opset 12 is below 13" in note for note in result.notes)
+    assert [node.op for node in model.graph.nodes] == ["MatMul"]
