@@ -36,7 +36,8 @@ PRESETS["fp16"] = [*PRESETS["default"], "fp16"]
 PRESETS["bf16"] = [*PRESETS["default"], "fp16:bf16=true"]
 # int8 after the exact cleanups (Conv+BN folded first, so the int8 Conv has no float BN after it).
 # qdq is static (calibrated Q/DQ) with --calib DATA, dynamic (MatMul/Gemm, onnxruntime CPU) without.
-PRESETS["int8"] = [*PRESETS["default"], "qdq"]
+# Embedding tables then go int8 too (GatherBlockQuantized; onnxruntime targets only, a no-op elsewhere).
+PRESETS["int8"] = [*PRESETS["default"], "qdq", "quantize-embeddings"]
 # TensorRT: static symmetric int8 Q/DQ; needs --calib DATA (TensorRT has no dynamic int8).
 PRESETS["int8-tensorrt"] = [*PRESETS["default"], "qdq:target=tensorrt"]
 
@@ -53,6 +54,7 @@ _BUILTIN_MODULES: list[str] = [
     "weight_only:WeightOnly",
     "fp16:Fp16Pass",
     "qdq:QdqPass",
+    "quantize_embeddings:QuantizeEmbeddings",
 ]
 
 
