@@ -144,7 +144,7 @@ def random_feed(
             elif "type" in lowered or "segment" in lowered:
                 feed[spec.name] = np.zeros(shape, dtype=spec.dtype)
             else:
-                feed[spec.name] = rng.integers(0, min(spec.index_bound or 100, 100), size=shape).astype(spec.dtype)
+                feed[spec.name] = rng.integers(0, spec.index_bound or 100, size=shape).astype(spec.dtype)
         else:
             feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
     return feed

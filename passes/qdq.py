@@ -35,10 +35,10 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxopt.calibration import METHODS, calibrate
-from onnxopt.data import Feeds, InputSpec, random_feed
+from onnxopt.data import Feeds, InputSpec, input_specs, make_feeds, random_feed
 from onnxopt.dynamic_quant import DYNAMIC_OPS, apply_dynamic, find_dynamic_candidates
 from onnxopt.errors import BadInputError
-from onnxopt.model_io import Model
+from onnxopt.model_io import Model, to_proto
 from onnxopt.op_speed import island_ratios, relative_times
 from onnxopt.pass_api import Contract, Pass, PassContext, PassOptions, PassResult
 from onnxopt.qdq_placement import (
@@ -221,7 +221,12 @@ class QdqPass(Pass):
         candidates = _candidates(model, mode, options, target, notes)
         if not candidates:
             return PassResult(False, stats, [*notes, "no node of the requested op types can be quantized"])
-        base = self._smoothed(model, candidates, feeds, mode, options, stats) if real_data else model
+        # Random inputs are fit for smoothing only when they enter through the model's own
+        # learned tables (token ids into embeddings): random float inputs misplace outliers.
+        smooth_feeds = feeds if real_data else (_random_token_feeds(model, ctx) if _takes_only_ids(model) else None)
+        if smooth_feeds is not None and not real_data:
+            notes.append("no DATA: outlier smoothing measured on random token ids")
+        base = self._smoothed(model, candidates, smooth_feeds, mode, options, stats) if smooth_feeds else model
         builder = self._builder(base, candidates, mode, options, target, feeds, stats, notes)
         selected = list(builder.candidates)
         stats["candidates"] = len(selected)
@@ -399,6 +404,21 @@ def _random_feeds(model: Model, ctx: PassContext) -> Iterable[dict[str, np.ndarr
         return ctx.data
     specs = graph_input_specs(model.graph)
     return [random_feed(specs, ctx.shapes, 1, seed) for seed in range(4)]
+
+
+RANDOM_TOKEN_FEEDS = 8
+
+
+def _takes_only_ids(model: Model) -> bool:
+    """True when every model input is integer and at least one indexes a constant table."""
+    specs = input_specs(to_proto(model))
+    return bool(specs) and all(np.issubdtype(spec.dtype, np.integer) for spec in specs) and any(
+        spec.index_bound for spec in specs)
+
+
+def _random_token_feeds(model: Model, ctx: PassContext) -> list[dict[str, np.ndarray]]:
+    """Random feeds whose ids span each embedding table (masks all ones), for smoothing."""
+    return list(make_feeds(to_proto(model), None, 1, ctx.shapes, random_count=RANDOM_TOKEN_FEEDS))
 
 
 def _with_node_names(model: Model) -> Model:

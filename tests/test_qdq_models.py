@@ -80,3 +80,15 @@ def test_digits_int8_tensorrt_passes_lint_and_uint8_does_not(tmp_path):
              overrides=["qdq.activation_type=uint8"])
     assert any(v.rule == "int8-only" for v in check_model(asymmetric, "tensorrt"))
     assert top1_accuracy(trt) >= RECORDED_ACCURACY - 0.01
+
+
+def test_minilm_int8_preset_without_any_data_stays_close(tmp_path):
+    # No DATA at all: dynamic int8, outlier smoothing measured on random ids through the real embeddings.
+    target = tmp_path / "minilm_int8_nodata.onnx"
+    result = optimize(cached_model("minilm_pooled"), target, preset="int8")
+    record = next(r for r in result.report.records if r.name == "qdq")
+    assert record.status == "ok" and record.stats["mode"] == "dynamic", record.reason
+    assert any("random token ids" in note for note in record.notes)
+    assert record.stats["smoothed_inputs"] > 0
+    cosine = minilm_cosine(target)
+    assert cosine["mean_cosine"] >= 0.995, cosine
