@@ -9,7 +9,6 @@ tool read arbitrary files (``../../etc/passwd``, absolute paths, symlinks out of
 
 from __future__ import annotations
 
-import hashlib
 import mmap
 import os
 from collections.abc import Iterator
@@ -106,19 +105,6 @@ def external_to_array(tensor: onnx.TensorProto, path: Path) -> np.ndarray:
     inline.data_location = onnx.TensorProto.DEFAULT
     inline.raw_data = read_external_bytes(tensor, path)
     return onnx.numpy_helper.to_array(inline)
-
-
-def tensor_digest(tensor: onnx.TensorProto, path: Path | None) -> str:
-    """A content hash of a tensor's type, shape and bytes, streamed for external tensors."""
-    digest = hashlib.blake2b(digest_size=20)
-    digest.update(f"{tensor.data_type}:{tuple(tensor.dims)}:".encode())
-    if is_external(tensor):
-        assert path is not None
-        for chunk in iter_external_chunks(tensor, path):
-            digest.update(chunk)
-    else:
-        digest.update(raw_bytes_of_inline(tensor))
-    return digest.hexdigest()
 
 
 def raw_bytes_of_inline(tensor: onnx.TensorProto) -> bytes:

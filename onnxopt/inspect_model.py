@@ -6,34 +6,17 @@ user sees how much ``dedup-initializers`` would save before running it.
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
-from onnx_graphsurgeon.ir.tensor import LazyValues
 
-from onnxopt.external_data import ExternalLazyValues, external_info, is_external, tensor_digest
+from onnxopt.external_data import external_info, is_external
 from onnxopt.model_io import Model, constant_nbytes, iter_model_tensor_protos, load, read_proto
 from onnxopt.model_stats import count_model, dtype_name, iter_constants
-
-
-def constant_digest(constant: gs.Constant) -> str:
-    """Content hash of a Constant (dtype, shape and bytes), streamed for external tensors."""
-    values = constant._values
-    if isinstance(values, ExternalLazyValues):
-        return tensor_digest(values.tensor, values.path)
-    if isinstance(values, LazyValues) and isinstance(values.tensor, onnx.TensorProto):
-        return tensor_digest(values.tensor, None)
-    array = np.ascontiguousarray(values)
-    digest = hashlib.blake2b(digest_size=20)
-    tensor = onnx.numpy_helper.from_array(array)
-    digest.update(f"{tensor.data_type}:{tuple(tensor.dims)}:".encode())
-    digest.update(tensor.raw_data)
-    return digest.hexdigest()
+from onnxopt.tensor_content import content_digest
 
 
 def _value_infos(values: list[gs.Tensor]) -> list[dict[str, Any]]:
@@ -60,7 +43,7 @@ def inspect_model(path: Path) -> dict[str, Any]:
         entry["parameters"] += int(np.prod(constant.shape)) if constant.shape is not None else 0
         entry["bytes"] += constant_nbytes(constant)
         if constant_nbytes(constant) > 0:
-            groups[constant_digest(constant)].append(constant)
+            groups[content_digest(constant)].append(constant)
     duplicates = [
         {
             "tensors": sorted(c.name for c in members),
