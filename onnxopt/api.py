@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from onnxopt.data import make_feeds
 from onnxopt.errors import BadInputError
 from onnxopt.external_data import external_info, is_external
-from onnxopt.model_io import Model, SaveInfo, iter_model_tensor_protos, load, save, to_proto
+from onnxopt.model_io import Model, SaveInfo, iter_model_tensor_protos, load, model_file_bytes, save, to_proto
 from onnxopt.pass_api import PassContext
 from onnxopt.pass_manager import PassManager, ProgressCallback, RunReport
 from onnxopt.pipeline import (
@@ -63,18 +65,6 @@ class OptimizeResult:
         return result
 
 
-def model_file_bytes(path: Path, model: Model | None = None) -> int:
-    """Size of a model file plus the external data files it references."""
-    total = path.stat().st_size
-    if model is not None and model.had_external_data and model.base_dir is not None:
-        proto = to_proto(model)
-        files = {external_info(t).get("location") for t in iter_model_tensor_protos(proto) if is_external(t)}
-        total += sum(
-            (model.base_dir / name).stat().st_size for name in files if name and (model.base_dir / name).is_file()
-        )
-    return total
-
-
 def resolve_steps(
     passes: str | None, preset: str | None, config: Path | None, overrides: list[str]
 ) -> list[PipelineStep]:
@@ -94,12 +84,11 @@ def resolve_steps(
     return steps
 
 
-def _check_paths(input_path: Path, output_path: Path, model: Model) -> None:
+def _check_paths(input_path: Path, output_path: Path, model: Model, proto: onnx.ModelProto) -> None:
     if output_path.resolve() == input_path.resolve():
         raise BadInputError("output path is the input file; onnxopt never overwrites its input")
     if model.had_external_data and model.base_dir is not None:
         data_out = output_path.resolve().with_name(output_path.name + ".data")
-        proto = to_proto(model)
         for tensor in iter_model_tensor_protos(proto):
             if is_external(tensor):
                 source = (model.base_dir / external_info(tensor).get("location", "")).resolve()
@@ -136,9 +125,9 @@ def optimize(
 
     instances = instantiate(steps, all_passes(), {"target": target})
     model = load(input_path)
-    _check_paths(input_path, output_path, model)
-    input_bytes = model_file_bytes(input_path, model)
-    proto = to_proto(model)
+    proto = to_proto(model)  # exported once: external tensors still name their files beside the input
+    _check_paths(input_path, output_path, model, proto)
+    input_bytes = model_file_bytes(input_path, proto)
     shapes = shapes or {}
     calib_feeds = make_feeds(proto, calib, batch_size, shapes) if calib is not None else None
     verify_feeds = make_feeds(proto, inputs, batch_size, shapes) if inputs is not None else None

@@ -36,8 +36,7 @@ import onnxruntime as ort
 
 from onnxopt.data import input_specs, make_feeds
 from onnxopt.errors import BadInputError
-from onnxopt.external_data import external_info, is_external
-from onnxopt.model_io import iter_model_tensor_protos, read_proto
+from onnxopt.model_io import model_file_bytes, read_proto
 from onnxopt.runtime import create_session, providers_for
 
 logger = logging.getLogger(__name__)
@@ -129,20 +128,6 @@ class BenchReport:
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
         Path(path).write_text(json.dumps(self.as_dict(), indent=2) + "\n")
-
-
-def model_file_bytes(path: Path, proto: onnx.ModelProto | None = None) -> int:
-    """Bytes on disk of a model: the .onnx file plus every external-data file it names."""
-    proto = proto if proto is not None else read_proto(path)
-    total = path.stat().st_size
-    seen: set[Path] = set()
-    for tensor in iter_model_tensor_protos(proto):
-        if is_external(tensor):
-            location = (path.resolve().parent / external_info(tensor).get("location", "")).resolve()
-            if location not in seen and location.is_file():
-                seen.add(location)
-                total += location.stat().st_size
-    return total
 
 
 def machine_info(provider: str) -> dict[str, Any]:

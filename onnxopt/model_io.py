@@ -389,6 +389,20 @@ def tensor_nbytes(tensor: onnx.TensorProto) -> int:
     return tensor.ByteSize()
 
 
+def model_file_bytes(path: Path, proto: onnx.ModelProto | None = None) -> int:
+    """Bytes on disk of a model: the .onnx file plus every external-data file it names."""
+    proto = proto if proto is not None else read_proto(path)
+    total = path.stat().st_size
+    seen: set[Path] = set()
+    for tensor in iter_model_tensor_protos(proto):
+        if is_external(tensor):
+            location = (path.resolve().parent / external_info(tensor).get("location", "")).resolve()
+            if location not in seen and location.is_file():
+                seen.add(location)
+                total += location.stat().st_size
+    return total
+
+
 @dataclass
 class SaveInfo:
     """What ``save`` wrote."""
