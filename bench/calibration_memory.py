@@ -56,7 +56,7 @@ def child_onnxopt(data: Path, samples: int) -> dict:
     from onnxopt.data import make_feeds
     from onnxopt.model_io import load, read_proto
     from onnxopt.pass_api import PassContext
-    from onnxopt.passes.qdq import QdqPass
+    from onnxopt.passes.quantization.qdq import QdqPass
 
     source = cached_model("minilm")
     model = load(source)

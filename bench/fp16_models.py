@@ -98,7 +98,7 @@ def _evaluate(row: Row, path: Path, source: Path, feeds: list[dict[str, np.ndarr
 
 
 def run_ours(name: str, source: Path, feeds, folder: Path, judge: int) -> Row:
-    from onnxopt.passes.fp16 import Fp16Pass
+    from onnxopt.passes.precision.fp16 import Fp16Pass
 
     model = load(source)
     start = time.perf_counter()

@@ -83,7 +83,7 @@ def check_model(path: Path, judge: bool = False, keep_io_types: bool = True) -> 
     single op runs in half (with fp32 inputs and outputs, converting a lone op would only
     add two casts, and the pass leaves it alone); its feed is cast to half.
     """
-    from onnxopt.passes.fp16 import Fp16Options, Fp16Pass
+    from onnxopt.passes.precision.fp16 import Fp16Options, Fp16Pass
 
     model = load(path)
     proto = to_proto(model)
@@ -112,7 +112,7 @@ def _check_with_reference_only(path: Path, model, feed: dict[str, np.ndarray], w
     """For opsets onnxruntime dropped: fp32 reference evaluator against the fp16 judge."""
     from onnx.reference import ReferenceEvaluator
 
-    from onnxopt.passes.fp16 import Fp16Options, Fp16Pass
+    from onnxopt.passes.precision.fp16 import Fp16Options, Fp16Pass
 
     label = model_name(path) + ("" if keep_io_types else " (half io)") + " (reference only)"
     proto = to_proto(model)

@@ -21,7 +21,7 @@ from models.evaluate import sample_feeds
 from onnxopt.api import optimize
 from onnxopt.model_io import from_proto, save
 from onnxopt.runtime import create_session, run_session
-from tests.test_fp16_overflow import OVERFLOW_MODEL
+from tests.passes.precision.test_fp16_overflow import OVERFLOW_MODEL
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/out/gpu")
 out.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ from onnxopt.benchmark import BenchConfig, benchmark, machine_info, model_file_b
 from onnxopt.data import make_feeds
 from onnxopt.model_io import load, save, to_proto
 from onnxopt.pass_api import PassContext
-from onnxopt.passes.weight_only import WeightOnly
+from onnxopt.passes.quantization.weight_only import WeightOnly
 
 logger = logging.getLogger("bench.weight_only")
 

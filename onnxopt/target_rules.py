@@ -38,7 +38,7 @@ import onnx_graphsurgeon as gs
 from onnxopt.errors import BadInputError
 from onnxopt.graph_walk import iter_all_graphs
 from onnxopt.model_io import Model, from_proto, load, read_constant
-from onnxopt.qdq_placement import weight_axis
+from onnxopt.weight_axes import weight_axis
 
 TARGETS = ("tensorrt", "ort-cpu", "ort-cuda")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")

@@ -1,5 +1,13 @@
 """The pass registry: an explicit list, plus third-party passes from entry points.
 
+Passes live in one folder per family, each with a docstring that says how the family works:
+
+* ``cleanup/``      exact rewrites looped to a fixed point (dedup, dead code, identity, folding, CSE);
+* ``fusion/``       Conv+BatchNormalization and MatMul+Add fusions (tolerance 1e-5);
+* ``precision/``    the fp16/bf16 pass with its plan, range measurement and rewrite;
+* ``quantization/`` int8 Q/DQ (static, dynamic), int8 embeddings, int4/binary/ternary weight-only.
+
+A family imports only from the framework (``onnxopt.*``), never from another family.
 Third parties register a ``Pass`` subclass under the ``onnxopt.passes`` entry-point group.
 """
 
@@ -42,19 +50,20 @@ PRESETS["int8"] = [*PRESETS["default"], "qdq", "quantize-embeddings"]
 PRESETS["int8-tensorrt"] = [*PRESETS["default"], "qdq:target=tensorrt"]
 
 
-# "module:Class" of each built-in pass, one per line, in listing order.
+# "family.module:Class" of each built-in pass, one per line, in listing order. Each family is a folder of
+# this package (cleanup/, fusion/, precision/, quantization/) whose __init__ docstring says how it works.
 _BUILTIN_MODULES: list[str] = [
-    "dedup_initializers:DedupInitializers",
-    "eliminate_dead:EliminateDead",
-    "eliminate_identity:EliminateIdentity",
-    "fold_constants:FoldConstants",
-    "cse:CommonSubexpressionElimination",
-    "fuse_conv_bn:FuseConvBatchNorm",
-    "fuse_matmul_add:FuseMatMulAdd",
-    "weight_only:WeightOnly",
-    "fp16:Fp16Pass",
-    "qdq:QdqPass",
-    "quantize_embeddings:QuantizeEmbeddings",
+    "cleanup.dedup_initializers:DedupInitializers",
+    "cleanup.eliminate_dead:EliminateDead",
+    "cleanup.eliminate_identity:EliminateIdentity",
+    "cleanup.fold_constants:FoldConstants",
+    "cleanup.cse:CommonSubexpressionElimination",
+    "fusion.fuse_conv_bn:FuseConvBatchNorm",
+    "fusion.fuse_matmul_add:FuseMatMulAdd",
+    "quantization.weight_only:WeightOnly",
+    "precision.fp16:Fp16Pass",
+    "quantization.qdq:QdqPass",
+    "quantization.quantize_embeddings:QuantizeEmbeddings",
 ]
 
 

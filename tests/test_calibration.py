@@ -8,7 +8,7 @@ import pytest
 from onnxopt.calibration import Calibrator, TensorStatistics, calibrate
 from onnxopt.data import Feeds, InputSpec
 from onnxopt.errors import BadInputError
-from onnxopt.quant_common import dequantize_array, params_from_range, quantize_array
+from onnxopt.passes.quantization.common import dequantize_array, params_from_range, quantize_array
 from tests.util import model_from_text
 
 FLOAT_MAX = float(np.finfo(np.float32).max)

@@ -39,3 +39,23 @@ def test_passes_are_installed_under_onnxopt_not_as_a_top_level_module(tmp_path: 
         timeout=60,
     )
     assert done.returncode == 0 and int(done.stdout) >= 10, done.stderr
+
+
+def test_the_wheel_holds_every_module_of_the_framework_and_of_every_pass_family(tmp_path: Path) -> None:
+    # A non-editable install must ship each pass family's folder, not only the top of onnxopt.passes.
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "-q", "-w", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    (wheel,) = tmp_path.glob("onnxopt-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    expected = set()
+    for source, installed in (("onnxopt", "onnxopt"), ("passes", "onnxopt/passes")):
+        folder = root / source
+        expected |= {f"{installed}/{path.relative_to(folder).as_posix()}" for path in folder.rglob("*.py")}
+    missing = sorted(expected - shipped)
+    assert not missing, missing

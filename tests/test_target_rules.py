@@ -7,11 +7,11 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from onnxopt.cli_check import check
+from onnxopt.cli.check import check
 from onnxopt.errors import BadInputError
 from onnxopt.model_io import save
 from onnxopt.target_rules import check_model
-from tests.test_qdq import nodes_of, producer_op, relative_error, run_qdq, tensor_text, weights
+from tests.passes.quantization.test_qdq import nodes_of, producer_op, relative_error, run_qdq, tensor_text, weights
 from tests.util import model_from_text, outputs
 
 RESIDUAL_TEXT = """

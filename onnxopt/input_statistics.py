@@ -1,0 +1,104 @@
+"""Second-moment statistics of layer inputs (``XᵀX``), streamed batch by batch.
+
+Several passes need, for a weight ``W`` read as ``X @ W``, the Gram matrix ``H = XᵀX`` of the
+activations that reach it: GPTQ spreads rounding error with it, SparseGPT and Wanda score
+weights with it, and least-squares refitting after pruning solves with it. It lives here,
+in the framework, so those families share one streamed implementation.
+
+``HessianAccumulator`` adds one batch's ``XᵀX`` at a time and never keeps activations, so
+memory is ``K²`` per layer input whatever the number of samples; ``collect_hessians`` runs
+the model once per group of inputs whose sums fit a memory budget.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+
+import numpy as np
+
+from onnxopt.activations import iter_activations
+from onnxopt.model_io import Model
+
+logger = logging.getLogger(__name__)
+
+
+class HessianAccumulator:
+    """Running ``Σ xᵀx`` over the rows of every batch of one layer input (last axis = K)."""
+
+    def __init__(self, features: int) -> None:
+        self.features = features
+        self.sum = np.zeros((features, features), dtype=np.float64)
+        self.rows = 0
+
+    def add(self, batch: np.ndarray, transposed: bool = False, row_mask: np.ndarray | None = None) -> None:
+        """Add a batch ``[..., K]`` (or ``[K, M]`` when ``transposed``, as Gemm's transA reads it).
+
+        ``row_mask`` (the batch's leading shape) keeps only the rows where it is non-zero:
+        padded token positions would otherwise dominate the statistics of short sentences.
+        """
+        values = np.asarray(batch)
+        matrix = values.T if transposed else values.reshape(-1, values.shape[-1])
+        if matrix.shape[-1] != self.features:
+            raise ValueError(f"activation has {matrix.shape[-1]} features, expected {self.features}")
+        if row_mask is not None and not transposed:
+            matrix = matrix[np.asarray(row_mask).reshape(-1) != 0]
+        matrix = matrix.astype(np.float32, copy=False)
+        self.sum += (matrix.T @ matrix).astype(np.float64)
+        self.rows += matrix.shape[0]
+
+    def merge(self, other: HessianAccumulator) -> None:
+        """Add another input's statistics (a weight read by several nodes minimises their sum)."""
+        self.sum += other.sum
+        self.rows += other.rows
+
+
+def collect_hessians(model: Model, requests: Mapping[tuple[str, bool], int], feeds: Iterable[dict[str, np.ndarray]],
+                     memory_budget_bytes: int, max_batches: int = 0,
+                     mask_input: str | None = None) -> dict[tuple[str, bool], HessianAccumulator]:
+    """``XᵀX`` of each requested activation ``(tensor name, transposed) -> K``, streamed batch by batch.
+
+    Only the running sums are kept. When all of them would not fit in
+    ``memory_budget_bytes`` at once, activations are split into groups that do and the data
+    is read once per group (more passes, bounded memory). ``mask_input`` names a model
+    input (``[batch, sequence]``, e.g. an attention mask) whose zeros mark rows to leave out
+    of every activation shaped ``[batch, sequence, K]``.
+    """
+    groups: list[list[tuple[str, bool]]] = [[]]
+    used = 0
+    for key, features in requests.items():
+        size = features * features * 8
+        if groups[-1] and used + size > memory_budget_bytes:
+            groups.append([])
+            used = 0
+        groups[-1].append(key)
+        used += size
+    results: dict[tuple[str, bool], HessianAccumulator] = {}
+    for group in groups:
+        if not group:
+            continue
+        sums = {key: HessianAccumulator(requests[key]) for key in group}
+        batches = itertools.islice(feeds, max_batches) if max_batches > 0 else feeds
+        for feed, values in _with_feeds(model, [name for name, _ in group], batches):
+            mask = feed.get(mask_input) if mask_input else None
+            for name, transposed in group:
+                value = values[name]
+                row_mask = mask if mask is not None and value.shape[:-1] == mask.shape else None
+                sums[(name, transposed)].add(value, transposed=transposed, row_mask=row_mask)
+        results.update(sums)
+        logger.info("collected input statistics of %d activations", len(group))
+    return results
+
+
+def _with_feeds(model: Model, names: list[str], feeds: Iterable[dict[str, np.ndarray]]):
+    """Pairs (feed, activations of that feed), one batch at a time."""
+    remembered: list[dict[str, np.ndarray]] = []
+
+    def recording() -> Iterator[dict[str, np.ndarray]]:
+        for feed in feeds:
+            remembered[:] = [feed]
+            yield feed
+
+    for values in iter_activations(model, names, recording()):
+        yield remembered[0], values
