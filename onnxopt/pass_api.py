@@ -5,6 +5,10 @@ of truth for CLI flags, pipeline files and the Python API), a numerical contract
 ``run(model, ctx) -> PassResult``. The pass manager relies on the contract to decide how
 to verify a pass: ``exact`` passes must be bit-identical, ``tolerance`` passes stay within
 a declared relative error, ``lossy`` passes are judged by a metric and a budget.
+
+``Pass.search_space()`` is how a pass tells ``onnxopt tune`` which of its options are worth
+searching and with which candidate values (see ``SearchSpec``); passes added later declare
+their own and the tuner picks them up from the registry.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -30,6 +35,50 @@ class Contract(enum.Enum):
 @dataclass(frozen=True)
 class PassOptions:
     """Base of every pass's options; a pass without options uses it as is."""
+
+
+@dataclass(frozen=True)
+class ErrorBudget:
+    """A pass option that takes an output-error budget, so the tuner can hand the user's budget down.
+
+    The tuner sets ``option`` to ``fraction * budget`` for each of ``fractions`` (0, the
+    option's default, stays a candidate: no budget). When the user's metric is one of
+    ``metrics`` it also sets ``metric_option`` to it; a user's ``module:function`` metric
+    goes to ``user_metric_option``. A metric the pass cannot compute (accuracy against
+    labels) falls back to ``proxy_values``: absolute budgets in the pass's default metric.
+    """
+
+    option: str = "max_error"
+    metric_option: str = ""
+    metrics: tuple[str, ...] = ()
+    user_metric_option: str = ""
+    fractions: tuple[float, ...] = (1.0, 0.5)
+    proxy_values: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """What ``onnxopt tune`` may try with a pass: the search-space hook's answer.
+
+    ``options``: option name -> candidate values, the most promising first (the first
+    value the default where it is one; the tuner's neighbourhood moves try them in order).
+    ``conditions``: option -> {other option: values}; the option is searched only when the
+    other option holds one of those values, and stays at its default otherwise (so
+    ``method`` of qdq is not varied when ``mode=dynamic``, and equal configurations are one).
+    ``group``: passes sharing a group are alternatives, a configuration holds at most one of
+    them (``fp16``, ``qdq`` and ``weight-only`` share ``precision``); empty means a group of
+    the pass's own (on or off). ``stage``: pipeline position among tuned passes, lower runs
+    first (suggested: 20 structure — pruning, sharing; 40 algorithms — fast convolution; 60
+    precision; 70 storage — embedding tables). ``requires``: the pass is tried only in
+    configurations that hold one of these passes. ``error_budget``: see ``ErrorBudget``.
+    """
+
+    options: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    conditions: Mapping[str, Mapping[str, tuple[Any, ...]]] = field(default_factory=dict)
+    group: str = ""
+    stage: int = 50
+    requires: tuple[str, ...] = ()
+    error_budget: ErrorBudget | None = None
 
 
 @dataclass
@@ -79,6 +128,22 @@ class Pass:
         """First line of the docstring, for listings."""
         doc = (cls.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
+
+    @classmethod
+    def search_space(cls) -> SearchSpec | None:
+        """The options ``onnxopt tune`` should search, or None to keep the pass out of tuning.
+
+        The default reads ``metadata={"search": (values...)}`` on the options dataclass's
+        fields, so a pass can declare its space where its options are declared; a lossy or
+        tolerance pass that declares nothing is still tried on and off with its defaults,
+        and an exact pass that declares nothing is left out (the cleanup passes always run).
+        Override it for groups, stages, conditions or an error budget.
+        """
+        options = {spec.name: tuple(spec.metadata["search"]) for spec in cls.option_fields()
+                   if "search" in spec.metadata}
+        if not options and cls.contract is Contract.EXACT:
+            return None
+        return SearchSpec(options=options)
 
     @classmethod
     def option_fields(cls) -> list[dataclasses.Field]:

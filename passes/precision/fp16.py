@@ -29,7 +29,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from onnxopt.data import make_feeds
 from onnxopt.errors import BadInputError
 from onnxopt.model_io import Model, read_constant, to_proto
-from onnxopt.pass_api import Contract, Pass, PassContext, PassOptions, PassResult
+from onnxopt.pass_api import Contract, Pass, PassContext, PassOptions, PassResult, SearchSpec
 from onnxopt.passes.precision.op_rules import BFLOAT16, FLOAT, FLOAT16, half_type_name
 from onnxopt.passes.precision.plan import Plan, Planner, PlanOptions, WeightStats, parse_selectors, weight_stats
 from onnxopt.passes.precision.ranges import RangeStats, collect_ranges
@@ -67,6 +67,11 @@ class Fp16Pass(Pass):
     walks_subgraphs = True
     walks_functions = True
     Options = Fp16Options
+
+    @classmethod
+    def search_space(cls) -> SearchSpec:
+        """For ``onnxopt tune``: float16 or bfloat16, an alternative to the int8/int4 passes."""
+        return SearchSpec(group="precision", stage=60, options={"bf16": (False, True)})
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         options: Fp16Options = self.options  # type: ignore[assignment]

@@ -38,7 +38,7 @@ from onnxopt.calibration import METHODS, calibrate
 from onnxopt.data import Feeds, InputSpec, input_specs, make_feeds, random_feed
 from onnxopt.errors import BadInputError
 from onnxopt.model_io import Model, to_proto
-from onnxopt.pass_api import Contract, Pass, PassContext, PassOptions, PassResult
+from onnxopt.pass_api import Contract, ErrorBudget, Pass, PassContext, PassOptions, PassResult, SearchSpec
 from onnxopt.passes.quantization.common import NameScope
 from onnxopt.passes.quantization.dynamic import DYNAMIC_OPS, apply_dynamic, find_dynamic_candidates
 from onnxopt.passes.quantization.op_speed import island_ratios, relative_times
@@ -193,6 +193,21 @@ class QdqPass(Pass):
     walks_subgraphs = False  # If/Loop/Scan bodies and local functions stay float
     walks_functions = False
     Options = QdqOptions
+
+    @classmethod
+    def search_space(cls) -> SearchSpec:
+        """For ``onnxopt tune``: static (auto, with DATA) or dynamic, per-channel, smoothing, S8S8, calibration,
+        and the user's error budget handed to the sensitivity fallback (``max_error``)."""
+        static = {"mode": ("auto", "static")}
+        return SearchSpec(
+            group="precision", stage=60,
+            options={"mode": ("auto", "dynamic"), "per_channel": (True, False), "smooth_alpha": (0.5, 0.0),
+                     "activation_type": ("auto", "int8"), "method": ("percentile", "minmax", "entropy", "mse"),
+                     "percentile": (99.999, 99.99)},
+            conditions={"activation_type": static, "method": static, "percentile": {"method": ("percentile",)}},
+            error_budget=ErrorBudget(option="max_error", metric_option="error_metric", metrics=ERROR_METRICS,
+                                     user_metric_option="metric", fractions=(1.0, 0.5), proxy_values=(0.05, 0.02)),
+        )
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         options: QdqOptions = self.options  # type: ignore[assignment]

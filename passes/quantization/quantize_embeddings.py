@@ -23,7 +23,7 @@ import onnx_graphsurgeon as gs
 
 from onnxopt.errors import BadInputError
 from onnxopt.model_io import Model, constant_nbytes, read_constant
-from onnxopt.pass_api import Contract, Pass, PassContext, PassOptions, PassResult
+from onnxopt.pass_api import Contract, Pass, PassContext, PassOptions, PassResult, SearchSpec
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,11 @@ class QuantizeEmbeddings(Pass):
     walks_subgraphs = False
     walks_functions = False
     Options = QuantizeEmbeddingsOptions
+
+    @classmethod
+    def search_space(cls) -> SearchSpec:
+        """For ``onnxopt tune``: on or off after any precision pass, with a few block sizes."""
+        return SearchSpec(stage=70, options={"block_size": (32, 64, 128)})
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         options: QuantizeEmbeddingsOptions = self.options  # type: ignore[assignment]

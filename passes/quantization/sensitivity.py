@@ -13,88 +13,25 @@ first few calibration batches: the same way the pass manager verifies a lossy pa
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from onnxopt.errors import BadInputError
+from onnxopt.error_metrics import (  # noqa: F401  (re-exported: the metrics moved to the framework)
+    ERROR_METRICS,
+    ErrorFunction,
+    Outputs,
+    cosine_distance,
+    error_function,
+    max_abs,
+    relative_l2,
+)
 from onnxopt.model_io import Model
 from onnxopt.runtime import create_session, run_session
 
 logger = logging.getLogger(__name__)
-
-Outputs = list[dict[str, np.ndarray]]
-ErrorFunction = Callable[[Outputs, Outputs], float]
-ERROR_METRICS = ("rel_l2", "cosine", "max_abs")
-
-
-def _rows(values: np.ndarray) -> np.ndarray:
-    flat = np.asarray(values, dtype=np.float64)
-    return flat.reshape(flat.shape[0], -1) if flat.ndim >= 2 else flat.reshape(1, -1)
-
-
-def relative_l2(references: Outputs, candidates: Outputs) -> float:
-    """Worst output's mean (over batches) of ||candidate - reference|| / ||reference||."""
-    worst = 0.0
-    for name in references[0]:
-        values = []
-        for ref, cand in zip(references, candidates, strict=True):
-            r, c = np.asarray(ref[name], np.float64), np.asarray(cand[name], np.float64)
-            values.append(float(np.linalg.norm(c - r) / max(np.linalg.norm(r), 1e-12)))
-        worst = max(worst, float(np.mean(values)))
-    return worst
-
-
-def cosine_distance(references: Outputs, candidates: Outputs) -> float:
-    """Worst output's mean over samples of 1 - cosine(candidate row, reference row)."""
-    worst = 0.0
-    for name in references[0]:
-        distances = []
-        for ref, cand in zip(references, candidates, strict=True):
-            r, c = _rows(ref[name]), _rows(cand[name])
-            dot = np.sum(r * c, axis=1)
-            norms = np.linalg.norm(r, axis=1) * np.linalg.norm(c, axis=1)
-            distances.extend((1.0 - np.where(norms > 0, dot / np.maximum(norms, 1e-30), 1.0)).tolist())
-        worst = max(worst, float(np.mean(distances)))
-    return worst
-
-
-def max_abs(references: Outputs, candidates: Outputs) -> float:
-    """The largest absolute difference over all outputs and batches."""
-    worst = 0.0
-    for ref, cand in zip(references, candidates, strict=True):
-        for name in ref:
-            diff = np.abs(np.asarray(cand[name], np.float64) - np.asarray(ref[name], np.float64))
-            worst = max(worst, float(diff.max(initial=0.0)))
-    return worst
-
-
-_BUILTIN: dict[str, ErrorFunction] = {"rel_l2": relative_l2, "cosine": cosine_distance, "max_abs": max_abs}
-
-
-def error_function(metric: str, user_metric: str = "") -> ErrorFunction:
-    """A built-in metric by name, or a user's ``module:function`` (lower is better).
-
-    The user function receives the reference outputs and the candidate outputs, each a
-    list (one entry per batch) of {output name: array}, and returns one float.
-    """
-    if user_metric:
-        module_name, sep, function_name = user_metric.partition(":")
-        if not sep or not module_name or not function_name:
-            raise BadInputError(f"metric {user_metric!r} must look like module:function")
-        try:
-            function = getattr(importlib.import_module(module_name), function_name)
-        except (ImportError, AttributeError) as error:
-            raise BadInputError(f"metric {user_metric!r} cannot be loaded: {error}") from None
-        if not callable(function):
-            raise BadInputError(f"metric {user_metric!r} is not callable")
-        return function
-    if metric not in _BUILTIN:
-        raise BadInputError(f"unknown error metric {metric!r} (choose from {', '.join(ERROR_METRICS)})")
-    return _BUILTIN[metric]
 
 
 def run_outputs(model: Model, feeds: Sequence[dict[str, np.ndarray]]) -> Outputs:

@@ -47,7 +47,7 @@ import onnx.version_converter
 from onnxopt.errors import BadInputError
 from onnxopt.input_statistics import HessianAccumulator, collect_hessians
 from onnxopt.model_io import Model, constant_nbytes, from_proto, read_constant, to_proto
-from onnxopt.pass_api import Contract, Pass, PassContext, PassOptions, PassResult
+from onnxopt.pass_api import Contract, Pass, PassContext, PassOptions, PassResult, SearchSpec
 from onnxopt.passes.quantization.common import NameScope
 from onnxopt.passes.quantization.gptq import DEFAULT_DAMP_RATIO, output_error, quantize_gptq
 from onnxopt.passes.quantization.lowbit import SCHEMES, QuantizedMatrix, make_quantizer, quantize_rtn
@@ -192,6 +192,18 @@ class WeightOnly(Pass):
     walks_subgraphs = False  # weights inside If/Loop/Scan bodies stay float (declared, not forgotten)
     walks_functions = False
     Options = WeightOnlyOptions
+
+    @classmethod
+    def search_space(cls) -> SearchSpec:
+        """For ``onnxopt tune``: int4 (block size, GPTQ or RTN, symmetric, compute precision), ternary, binary."""
+        int4 = {"scheme": ("int4",)}
+        return SearchSpec(
+            group="precision", stage=60,
+            options={"scheme": ("int4", "ternary", "binary"), "block_size": (32, 64, 128, 16),
+                     "method": ("auto", "rtn"), "accuracy_level": (4, 0), "symmetric": (True, False),
+                     "quantize_embeddings": (True, False)},
+            conditions={"block_size": int4, "symmetric": int4},
+        )
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         options: WeightOnlyOptions = self.options  # type: ignore[assignment]
