@@ -42,10 +42,11 @@ class ErrorBudget:
     """A pass option that takes an output-error budget, so the tuner can hand the user's budget down.
 
     The tuner sets ``option`` to ``fraction * budget`` for each of ``fractions`` (0, the
-    option's default, stays a candidate: no budget). When the user's metric is one of
-    ``metrics`` it also sets ``metric_option`` to it; a user's ``module:function`` metric
-    goes to ``user_metric_option``. A metric the pass cannot compute (accuracy against
-    labels) falls back to ``proxy_values``: absolute budgets in the pass's default metric.
+    option's default, stays a candidate: no budget) when the user's metric is one of
+    ``metrics`` (the ones the pass can compute), and also sets ``metric_option`` to it if
+    the pass has one; a user's ``module:function`` metric goes to ``user_metric_option``.
+    A metric the pass cannot compute (accuracy against labels) falls back to
+    ``proxy_values``: absolute budgets in the pass's default metric.
     """
 
     option: str = "max_error"

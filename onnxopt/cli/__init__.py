@@ -13,6 +13,7 @@ import logging
 import click
 from rich.logging import RichHandler
 
+from onnxopt.cli.batch import batch
 from onnxopt.cli.bench import bench
 from onnxopt.cli.check import check
 from onnxopt.cli.compare import compare
@@ -20,6 +21,7 @@ from onnxopt.cli.console import stderr
 from onnxopt.cli.inspect import inspect
 from onnxopt.cli.optimize import optimize
 from onnxopt.cli.passes import list_passes
+from onnxopt.cli.tune import tune
 
 
 def _configure_logging(verbose: int) -> None:
@@ -39,7 +41,7 @@ def cli(verbose: int, debug: bool) -> None:
     _configure_logging(verbose)
 
 
-for _command in (optimize, inspect, compare, list_passes, check, bench):
+for _command in (optimize, inspect, compare, list_passes, check, bench, tune, batch):
     cli.add_command(_command)
 
 

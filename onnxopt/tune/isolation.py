@@ -39,7 +39,8 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-OOM_MARKERS = ("bad_alloc", "MemoryError", "Cannot allocate memory", "Failed to allocate", "out of memory")
+OOM_MARKERS = ("bad_alloc", "MemoryError", "Cannot allocate memory", "Failed to allocate", "out of memory",
+               "failed to map segment")
 _TRACEBACK_LINES = 6
 
 

@@ -167,8 +167,9 @@ def _budget_values(budget: ErrorBudget, link: BudgetLink, cls: type[Pass]) -> tu
     if link.metric.startswith("python:") and budget.user_metric_option and link.error_budget:
         linked[budget.user_metric_option] = link.metric.removeprefix("python:")
         values = [link.error_budget * fraction for fraction in budget.fractions]
-    elif link.metric in budget.metrics and budget.metric_option and link.error_budget:
-        linked[budget.metric_option] = link.metric
+    elif link.metric in budget.metrics and link.error_budget:
+        if budget.metric_option:  # a pass measuring one metric only declares it in ``metrics``, no option
+            linked[budget.metric_option] = link.metric
         values = [link.error_budget * fraction for fraction in budget.fractions]
     else:
         values = list(budget.proxy_values)

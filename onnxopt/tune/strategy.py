@@ -84,14 +84,19 @@ class Strategy:
         self.surrogate = Surrogate(space.features)
 
     def propose(self, history: Sequence[dict[str, Any]], configs: Mapping[str, Config], limit: int) -> list[Proposal]:
-        """The next batch (at most ``limit``); empty when the search has nothing new to try."""
+        """The next batch, cut to ``limit``; empty when the search has nothing new to try.
+
+        The batch is composed at its full size and then cut, so a search with fewer trials
+        is a prefix of one with more: a larger ``--trials`` replays the cached prefix.
+        """
+        return self._batch(history, configs)[:max(limit, 0)]
+
+    def _batch(self, history: Sequence[dict[str, Any]], configs: Mapping[str, Config]) -> list[Proposal]:
         seen = set(configs) | {record["key"] for record in history}
         start = [p for p in self.start if p.config.key not in seen]
         if start:
-            return start[:limit]
-        size = min(self.batch_size, limit)
-        if size <= 0:
-            return []
+            return start
+        size = self.batch_size
         self._fit(history, configs)
         chosen: dict[str, Proposal] = {}
 

@@ -202,21 +202,26 @@ class TrialFailed(OnnxoptError):
 
 
 def run_optimize_job(job: dict[str, Any]) -> dict[str, Any]:
-    """``onnxopt batch``'s job: optimize one model with the given pipeline options; raise on failure."""
+    """``onnxopt batch``'s job: optimize one model with a resolved pipeline; raise on failure."""
     from onnxopt.api import optimize
 
     started = time.perf_counter()
     output = Path(job["output"])
     output.parent.mkdir(parents=True, exist_ok=True)
-    arguments = job["arguments"]
-    done = optimize(job["model_path"], output, calib=job.get("calib_path"), inputs=job.get("data_path"),
-                    **arguments)
+    options = job.get("options") or {}
+    with tempfile.TemporaryDirectory(prefix="onnxopt-batch-") as folder:
+        pipeline = Path(folder) / "pipeline.toml"
+        pipeline.write_text(pipeline_toml(job["pipeline"]))
+        done = optimize(job["model_path"], output, config=pipeline, target=options.get("target", "ort-cpu"),
+                        verify=bool(options.get("verify")), inputs=job.get("data_path"), calib=job.get("calib_path"),
+                        batch_size=int(options.get("batch_size", 1)), shapes=options.get("shapes") or {})
     summary = done.as_dict()
     failures = [f"pass {r.name} {r.status}: {r.reason}" for r in done.report.failures]
+    verification = summary.get("verification") or {}
     return {"status": "failed" if failures else "ok", "reason": "; ".join(failures),
-            "input_bytes": done.input_bytes, "size_bytes": done.output_bytes,
-            "size_ratio": summary.get("size_ratio"), "nodes_before": (summary.get("before") or {}).get("nodes"),
+            "input_bytes": done.input_bytes, "size_bytes": done.output_bytes, "size_ratio": summary.get("size_ratio"),
+            "nodes_before": (summary.get("before") or {}).get("nodes"),
             "nodes_after": (summary.get("after") or {}).get("nodes"), "pipeline": done.pipeline,
             "model_path": str(output), "optimize_s": round(time.perf_counter() - started, 3),
             "peak_rss_bytes": peak_rss_bytes(), "host": host_tags(),
-            "verification": summary.get("verification")}
+            "max_abs_error": verification.get("max_abs_error"), "min_cosine": verification.get("min_cosine")}
