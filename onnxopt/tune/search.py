@@ -265,7 +265,8 @@ def tune(
         if progress:
             progress("start", {"trials": trials, "grid_size": grid, "executor": runner.name})
         while len(search.history) < trials:
-            if time_budget_s is not None and time.perf_counter() - started > time_budget_s:
+            # Checked between batches; the first (baseline and presets) always runs, so there is a comparison.
+            if time_budget_s is not None and search.history and time.perf_counter() - started > time_budget_s:
                 stopped = "time budget"
                 break
             proposals = strategy.propose(search.history, search.configs, trials - len(search.history))

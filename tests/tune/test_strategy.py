@@ -131,6 +131,8 @@ def test_hard_budgets_are_respected(digits):
             assert not trial["feasible"] and any("size" in v for v in trial["violations"])
     nothing = _search(digits, SimulatedExecutor(), max_latency_ms=1.0, trials=6)
     assert nothing.best is None and nothing.output is None
+    hurried = _search(digits, SimulatedExecutor(), trials=20, time_budget_s=1e-9)
+    assert hurried.document["cost"]["stopped"] == "time budget" and len(hurried.trials) == 5  # the first batch only
 
 
 def _record(key: str, latency: float, error: float, size: float = 1.0) -> dict[str, Any]:
