@@ -1,4 +1,4 @@
-"""``onnxopt passes``: every registered pass with its contract and options, and the presets."""
+"""``onnxopt passes``: every registered pass with its contract, options and search space, and the presets."""
 
 from __future__ import annotations
 
@@ -25,6 +25,18 @@ def _option_rows(cls: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def _search_entry(cls: Any) -> dict[str, Any] | None:
+    """What ``onnxopt tune`` may try with the pass (its ``search_space()`` hook), as JSON."""
+    spec = cls.search_space()
+    if spec is None:
+        return None
+    return {"group": spec.group or cls.name, "stage": spec.stage, "requires": list(spec.requires),
+            "options": {key: list(values) for key, values in spec.options.items()},
+            "conditions": {key: {k: list(v) for k, v in condition.items()}
+                           for key, condition in spec.conditions.items()},
+            "error_budget": dataclasses.asdict(spec.error_budget) if spec.error_budget else None}
+
+
 @click.command("passes")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
@@ -44,6 +56,7 @@ def list_passes(as_json: bool) -> None:
                 "functions": cls.walks_functions,
                 "summary": cls.summary(),
                 "options": _option_rows(cls),
+                "search": _search_entry(cls),
             }
         )
     if as_json:

@@ -9,8 +9,12 @@ numbers on every run, so tightening ``--max-error`` reuses every trial.
 Layout under the cache folder (``$ONNXOPT_CACHE/tune`` or ``~/.cache/onnxopt/tune``):
 ``trials/<key>.json`` (one trial's record) and ``models/<key>.onnx`` (its model, kept for the
 Pareto front). Writes go through a temporary file and a rename, so concurrent searches
-sharing the cache never read half a file. Trials that timed out, ran out of memory or
-crashed are not cached: they depend on the limits and the machine, not on the inputs.
+sharing the cache never read half a file. Only trials that ran, and failures that the
+configuration itself causes (a pass rolled back, onnxruntime cannot load the result), are
+cached; a timeout, an out-of-memory, a crash or a missing file depends on the limits and
+the machine, and is tried again. The settings in the key include the hardware class the
+driver runs on (CPU model and features, onnxruntime version) and a digest of a user
+metric's module: another CPU or an edited metric measures again.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ from onnxopt.model_io import iter_model_tensor_protos
 
 logger = logging.getLogger(__name__)
 
-CACHEABLE_STATUSES = ("ok", "failed")
+def cacheable(record: dict[str, Any]) -> bool:
+    """ok trials, and failures that the configuration itself causes (not a missing file, not a limit)."""
+    return record.get("status") == "ok" or (record.get("status") == "failed" and bool(record.get("deterministic")))
 _CHUNK = 1 << 20
 
 
@@ -154,7 +160,7 @@ class TrialCache:
             return None
 
     def put(self, key: str, record: dict[str, Any]) -> None:
-        if not self.enabled or record.get("status") not in CACHEABLE_STATUSES:
+        if not self.enabled or not cacheable(record):
             return
         atomic_write_text(self._record_path(key), json.dumps(record, indent=1, default=str) + "\n")
 

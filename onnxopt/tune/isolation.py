@@ -10,7 +10,9 @@ memory probes the benchmark starts included). What comes back, always a record:
 
 * ``ok`` — the job's own record;
 * ``failed`` — the job raised (a pass error, bad options, a rolled-back pass): the reason
-  is the exception's first line, with the last lines of the traceback;
+  is the exception's first line, with the last lines of the traceback; ``deterministic``
+  when the configuration itself cannot work (a pass rolled back, onnxruntime cannot load
+  the result), which is what the cache may keep;
 * ``oom`` — ``MemoryError`` or an allocation failure inside onnxruntime under the limit,
   or a death by signal while a limit was set;
 * ``timeout`` — killed after ``timeout_s``;
@@ -60,7 +62,8 @@ def _first_line(error: BaseException) -> str:
 
 def execute_inline(job: dict[str, Any]) -> dict[str, Any]:
     """Run the job in this process; any exception becomes a ``failed`` (or ``oom``) record."""
-    from onnxopt.errors import OnnxoptError
+    from onnxopt.errors import OnnxoptError, RuntimeLoadError
+    from onnxopt.tune.trial import TrialFailed
 
     started = time.perf_counter()
     memory_limited = bool((job.get("limits") or {}).get("memory_mb"))
@@ -69,7 +72,9 @@ def execute_inline(job: dict[str, Any]) -> dict[str, Any]:
     except MemoryError:
         record = {"status": "oom", "reason": "MemoryError (over the trial's memory limit)"}
     except OnnxoptError as error:
-        record = {"status": "failed", "reason": str(error).splitlines()[0] if str(error) else type(error).__name__}
+        record = {"status": "failed", "reason": str(error).splitlines()[0] if str(error) else type(error).__name__,
+                  # A pass rolled back, or onnxruntime cannot load the result: the same inputs fail the same way.
+                  "deterministic": isinstance(error, (TrialFailed, RuntimeLoadError))}
     except Exception as error:
         reason = _first_line(error)
         status = "oom" if memory_limited and any(marker in reason for marker in OOM_MARKERS) else "failed"

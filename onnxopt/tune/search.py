@@ -10,6 +10,8 @@ written. A trial never stops the search: whatever happens to it is a record.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import logging
 import shutil
@@ -26,6 +28,7 @@ from onnxopt.errors import BadInputError
 from onnxopt.model_io import model_file_bytes
 from onnxopt.tune.cache import FileBundle, TrialCache, data_bundle, default_cache_dir, model_bundle, trial_key
 from onnxopt.tune.executors import Executor, LocalExecutor, make_executor
+from onnxopt.tune.hosts import host_tags
 from onnxopt.tune.objective import Budget, best, pareto_front
 from onnxopt.tune.results import OBJECTIVE_FIELDS, SCHEMA_VERSION, utc_now, write_report
 from onnxopt.tune.space import BudgetLink, Config, SearchSpace
@@ -95,12 +98,16 @@ class _Search:
         self.space, self.strategy, self.budget, self.cache = space, strategy, budget, cache
         self.models_dir, self.bundles, self.settings, self.limits = models_dir, bundles, settings, limits
         self.progress = progress
+        tags = host_tags()
+        # What else decides a trial's numbers: the hardware class, and the user metric's code.
+        self.key_settings = {**settings, "metric_source": _metric_digest(settings["metric"]),
+                             "hardware": {name: tags[name] for name in ("cpu", "cpu_flags", "onnxruntime")}}
         self.history: list[dict[str, Any]] = []
         self.configs: dict[str, Config] = {}
 
     def cache_key(self, config: Config) -> str:
         digest = {role: bundle.digest if bundle else None for role, bundle in self.bundles.items()}
-        return trial_key(digest["model"], digest["calib"], digest["data"], config.key, self.settings,
+        return trial_key(digest["model"], digest["calib"], digest["data"], config.key, self.key_settings,
                          onnxopt.__version__)
 
     def job(self, config: Config, cache_key: str, output: Path | None) -> dict[str, Any]:
@@ -157,6 +164,20 @@ class _Search:
         if self.progress is not None:
             self.progress("trial", {"record": finished[-1], "best": best([*self.history, *finished], self.budget),
                                     "done": len(self.history) + len(finished)})
+
+
+def _metric_digest(metric: str) -> str | None:
+    """SHA-256 of the module defining a ``python:module:function`` metric (None for built-ins)."""
+    if not metric.startswith("python:"):
+        return None
+    module = metric.removeprefix("python:").partition(":")[0]
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not Path(spec.origin).is_file():
+        return None
+    return hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()
 
 
 def _materialize_best(search: _Search, executor: Executor, record: dict[str, Any], output: Path,
