@@ -104,6 +104,28 @@ def _describe_exit(code: int) -> str:
     return f"exit status {code}"
 
 
+def _kill_group(child: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this child when the process that started it dies (even by SIGKILL).
+
+    The child runs in a session of its own (so a timeout can kill its whole group), which
+    also means a Ctrl-C or a kill of the search would not reach it: this closes that gap.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+
+
 def run_isolated(job: dict[str, Any]) -> dict[str, Any]:
     """Run the job in a child process with the job's timeout and memory limit."""
     limits = job.get("limits") or {}
@@ -123,13 +145,13 @@ def run_isolated(job: dict[str, Any]) -> dict[str, Any]:
             try:
                 code = child.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
+                _kill_group(child)
                 return {"status": "timeout", "reason": f"no result after {timeout:g} s; killed",
                         "trial_s": round(time.perf_counter() - started, 3)}
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(child.pid, signal.SIGKILL)  # stray grandchildren
+            except BaseException:  # interrupted (Ctrl-C, an executor shutting down): the child goes too
+                _kill_group(child)
+                raise
+        _kill_group(child)  # stray grandchildren
         if result_path.exists():
             return json.loads(result_path.read_text())
         tail = [line for line in stderr_path.read_text(errors="replace").splitlines() if line.strip()]
@@ -152,6 +174,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Child entry point: limit memory, run the job, write its record (exit 0 whatever happened)."""
     job_path, result_path = (Path(arg) for arg in (argv or sys.argv[1:])[:2])
+    _die_with_parent()
     job = json.loads(job_path.read_text())
     _limit_memory((job.get("limits") or {}).get("memory_mb"))
     logging.basicConfig(level=logging.WARNING)

@@ -31,7 +31,7 @@ from onnxopt.tune.executors import Executor, LocalExecutor, make_executor
 from onnxopt.tune.hosts import host_tags
 from onnxopt.tune.objective import Budget, best, pareto_front
 from onnxopt.tune.results import OBJECTIVE_FIELDS, SCHEMA_VERSION, utc_now, write_report
-from onnxopt.tune.space import BudgetLink, Config, SearchSpace
+from onnxopt.tune.space import BudgetLink, Config, SearchSpace, format_value
 from onnxopt.tune.strategy import DEFAULT_BATCH, Proposal, Strategy
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class _Search:
         record.update({
             "index": len(self.history), "key": proposal.config.key, "cache_key": cache_key, "phase": proposal.phase,
             "parents": list(proposal.parents), "config": proposal.config.as_list(),
-            "pipeline": [step.name + "".join(f":{k}={v}" for k, v in step.options.items())
+            "pipeline": [":".join([step.name, *(f"{k}={format_value(v)}" for k, v in step.options.items())])
                          for step in self.space.pipeline(proposal.config)],
             "cached": cached,
         })
@@ -241,7 +241,9 @@ def tune(
     """Search pass configurations of ``model`` for the best one within the fidelity budget.
 
     ``data`` is the evaluation DATA (held-out inputs, plus ``labels`` for accuracy);
-    ``calib`` the calibration DATA (default: ``data``). Every trial optimizes the model with
+    ``calib`` the calibration DATA (default: ``data``; given alone, it is also the
+    evaluation DATA; with neither, trials are judged on random inputs and calibrated without
+    data, which suits output-error metrics only). Every trial optimizes the model with
     the exact cleanups plus one configuration of the registered passes' search spaces,
     measures its error against the original on ``data``, its size and its latency (timed
     interleaved with the original, ``threads`` intra-op threads, as deployed). The best
@@ -254,6 +256,8 @@ def tune(
     budget = Budget(metric=metric, max_error=max_error, min_metric=min_metric, objective=objective,
                     max_latency_ms=max_latency_ms, max_size_mb=max_size_mb, margin=margin)
     _check_inputs(model, data_path, calib_path, budget, target, trials, keep_models, time_budget_s)
+    if data_path is None and calib_path is not None:
+        data_path = calib_path  # judged on the calibration set rather than on random inputs
     if output is not None and output.resolve() == model.resolve():
         raise BadInputError("output path is the input file; onnxopt never overwrites its input")
     if output is not None and not output.resolve().parent.is_dir():
