@@ -23,7 +23,8 @@ def _search(digits, executor, output: Path, isolate: bool):
     # user metric that raises on models far from the original: ternary and binary weights.
     return onnxopt.tune(digits["model"], output, data=digits["data"], calib=digits["calib"],
                         metric="python:tests.tune.helpers:picky_error", max_error=0.05, objective="size",
-                        passes=["weight-only", "fp16"], trials=6, executor=executor, use_cache=False,
+                        passes=["weight-only", "fp16"], overrides=["weight-only.method=rtn"], trials=5,
+                        executor=executor, use_cache=False,
                         isolate=isolate, timed_runs=20, min_timing_s=0.05)
 
 

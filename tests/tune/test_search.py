@@ -19,7 +19,8 @@ TRIAL_FIELDS = ("index", "key", "config", "pipeline", "phase", "status", "reason
 def _search(digits, tmp_path, trials, **kwargs):
     options = {"data": digits["data"], "calib": digits["calib"], "metric": "accuracy", "max_error": 0.005,
                "objective": "size", "passes": ["weight-only", "fp16"], "cache_dir": tmp_path / "cache",
-               "isolate": False, "timed_runs": 20, "min_timing_s": 0.05, "trials": trials}
+               "isolate": False, "timed_runs": 20, "min_timing_s": 0.05, "trials": trials,
+               "overrides": ["weight-only.method=rtn"]}  # GPTQ costs seconds per trial; RTN is enough here
     options.update(kwargs)
     return onnxopt.tune(digits["model"], kwargs.pop("output", tmp_path / "best.onnx"), **options)
 
