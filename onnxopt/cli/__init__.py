@@ -20,6 +20,7 @@ from onnxopt.cli.console import stderr
 from onnxopt.cli.inspect import inspect
 from onnxopt.cli.optimize import optimize
 from onnxopt.cli.passes import list_passes
+from onnxopt.cli.report import report
 
 
 def _configure_logging(verbose: int) -> None:
@@ -39,7 +40,7 @@ def cli(verbose: int, debug: bool) -> None:
     _configure_logging(verbose)
 
 
-for _command in (optimize, inspect, compare, list_passes, check, bench):
+for _command in (optimize, inspect, compare, list_passes, check, bench, report):
     cli.add_command(_command)
 
 
