@@ -119,9 +119,11 @@ def decisions_table(p: PassView, max_rows: int, where: str) -> list[RenderableTy
                   show_edge=False)
     for name in columns:
         if name == "node":
-            table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=34)
+            table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=28)
+        elif name == "op":
+            table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=12)
         elif name == "reason":
-            table.add_column(name, overflow="fold", ratio=1)
+            table.add_column(name, overflow="fold", min_width=20, ratio=1)
         else:
             table.add_column(name, no_wrap=True, justify="right" if name in numeric else "left")
     rows = _interesting_first(decisions)
