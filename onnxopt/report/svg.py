@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from onnxopt.report.format import format_number
+from onnxopt.report.format import format_number, human_bytes
 
 # Okabe–Ito: distinguishable with the common colour-vision deficiencies, and in greyscale print.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#999999", "#332288")
@@ -264,8 +264,8 @@ def scatter_chart(
     height = 380
     left, right, top, bottom = 70, WIDTH - 20, 34, height - 46
     usable = [p for p in points if math.isfinite(p.x) and math.isfinite(p.y)]
-    sx = _Scale([p.x for p in usable], left, right, log_x)
-    sy = _Scale([p.y for p in usable], bottom, top, log_y)
+    sx = _Scale([p.x for p in usable], left, right, log_x, binary=x_formatter is human_bytes)
+    sy = _Scale([p.y for p in usable], bottom, top, log_y, binary=y_formatter is human_bytes)
     parts = _svg_open(height, title, "scatter-chart", len(usable))
     for tick in sx.ticks:
         x = sx(tick)

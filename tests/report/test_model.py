@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -35,7 +36,7 @@ def test_the_optimize_view_splits_counters_collections_and_decisions(int8_doc):
     assert "quantized_by_op" in qdq.collections
     spans = view.timeline()
     assert len(spans) == len(view.passes)
-    assert all(a.start <= b.start for a, b in zip(spans, spans[1:], strict=False)), "passes ran in order"
+    assert all(a.start <= b.start for a, b in itertools.pairwise(spans)), "passes ran in order"
     assert all(s.check_end >= s.end >= s.start >= 0 for s in spans)
     assert view.breakdown("weights_by_dtype")[0][:1] == ["float32"]
     assert "int8" in int8_doc["weights_by_dtype_after"]
