@@ -7,6 +7,7 @@ The measuring lives in ``onnxopt.benchmark``; this module only parses options an
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -15,14 +16,14 @@ from rich.table import Table
 from onnxopt.benchmark import BenchConfig, BenchReport, benchmark
 from onnxopt.cli.errors import handle_errors
 from onnxopt.data import parse_shape_option
+from onnxopt.report import format_for, write_report
+from onnxopt.report.model import BenchView
+from onnxopt.report.terminal import bench_table
 from onnxopt.runtime import PROVIDERS
 
 
 def render_table(report: BenchReport) -> Table:
     """The side-by-side table: one row per model, ratios to the first model (``onnxopt.report.terminal``)."""
-    from onnxopt.report.model import BenchView
-    from onnxopt.report.terminal import bench_table
-
     return bench_table(BenchView.from_doc(report.as_dict()))
 
 
@@ -58,10 +59,6 @@ def bench(models: tuple[str, ...], provider: str, threads: int, batch_size: int,
     subprocess of its own (session creation plus a few runs, minus the RSS before loading).
     """
     if report_path:
-        from pathlib import Path
-
-        from onnxopt.report import format_for
-
         format_for(Path(report_path))  # refuse a bad suffix before timing anything
     config = BenchConfig(
         provider=provider,
@@ -84,7 +81,5 @@ def bench(models: tuple[str, ...], provider: str, threads: int, batch_size: int,
         report.write_json(json_path)
         click.echo(f"wrote {json_path}", err=True)
     if report_path:
-        from onnxopt.report import write_report
-
         write_report(report.as_dict(), report_path)
         click.echo(f"wrote {report_path}", err=True)
