@@ -28,6 +28,7 @@ from onnxopt.pipeline import (
     steps_from_list,
     steps_from_preset,
 )
+from onnxopt.report.schema import header
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +47,17 @@ class OptimizeResult:
     pipeline: list[str] = field(default_factory=list)
     input_ir_version: int = 0
     opset: int = 0
+    input_path: str = ""
+    target: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        result = self.report.as_dict()
+        """The report document (schema in docs/reports.md): envelope, run report, file sizes."""
+        result = header("optimize")
+        result.update(self.report.as_dict())
         result.update(
             {
+                "input": self.input_path,
+                "target": self.target,
                 "pipeline": self.pipeline,
                 "input_bytes": self.input_bytes,
                 "output_bytes": self.output_bytes,
@@ -153,4 +160,6 @@ def optimize(
         pipeline=[step.name for step in steps],
         input_ir_version=model.source_ir_version,
         opset=model.opset,
+        input_path=str(input_path),
+        target=target,
     )

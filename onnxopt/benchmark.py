@@ -37,6 +37,7 @@ import onnxruntime as ort
 from onnxopt.data import input_specs, make_feeds
 from onnxopt.errors import BadInputError
 from onnxopt.model_io import model_file_bytes, read_proto
+from onnxopt.report.schema import header, json_safe
 from onnxopt.runtime import create_session, providers_for
 
 logger = logging.getLogger(__name__)
@@ -124,10 +125,12 @@ class BenchReport:
     models: list[ModelBench]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"config": self.config, "machine": self.machine, "models": [asdict(m) for m in self.models]}
+        """The report document (``kind: bench``; schema in docs/reports.md)."""
+        return {**header("bench"), "config": self.config, "machine": self.machine,
+                "models": [asdict(m) for m in self.models]}
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
-        Path(path).write_text(json.dumps(self.as_dict(), indent=2) + "\n")
+        Path(path).write_text(json.dumps(json_safe(self.as_dict()), indent=2) + "\n")
 
 
 def machine_info(provider: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ Counting never loads weights: sizes come from the lazy values' metadata.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -45,6 +45,8 @@ class ModelCounts:
     parameters: int
     weight_bytes: int
     ops: dict[str, int]
+    weights_by_dtype: dict[str, int] = field(default_factory=dict)  # bytes per weight dtype
+    weights_by_op: dict[str, int] = field(default_factory=dict)  # bytes per op type of a weight's first reader
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -67,5 +69,28 @@ def count_model(model: Model) -> ModelCounts:
         initializers += sum(1 for t in graph.tensors().values() if isinstance(t, gs.Constant))
     constants = iter_constants(model)
     parameters = sum(int(np.prod(c.shape)) if c.shape is not None else 0 for c in constants)
-    weight_bytes = sum(constant_nbytes(c) for c in constants)
-    return ModelCounts(nodes, initializers, parameters, weight_bytes, dict(ops.most_common()))
+    sizes = {id(c): constant_nbytes(c) for c in constants}
+    by_dtype: Counter[str] = Counter()
+    for constant in constants:
+        by_dtype[dtype_name(constant.dtype)] += sizes[id(constant)]
+    return ModelCounts(nodes, initializers, parameters, sum(sizes.values()), dict(ops.most_common()),
+                       dict(by_dtype.most_common()), _bytes_by_reader(model, sizes))
+
+
+def _bytes_by_reader(model: Model, sizes: dict[int, int]) -> dict[str, int]:
+    """Weight bytes by the op type of the first node that reads each weight (a Constant node holds its own)."""
+    by_op: Counter[str] = Counter()
+    seen: set[int] = set()
+    for graph in iter_all_graphs(model.graph):
+        for node in graph.nodes:
+            op = f"{node.domain}::{node.op}" if node.domain else node.op
+            held = [node.attrs.get("value")] if node.op == "Constant" else []
+            for tensor in [*node.inputs, *held]:
+                key = id(tensor)
+                if key in sizes and key not in seen:
+                    seen.add(key)
+                    by_op[op] += sizes[key]
+    unread = sum(size for key, size in sizes.items() if key not in seen)
+    if unread:
+        by_op["(not read)"] += unread
+    return dict(by_op.most_common())

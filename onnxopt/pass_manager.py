@@ -51,6 +51,8 @@ class PassRecord:
     stats: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     reason: str = ""
+    started_s: float = 0.0  # offset from the start of the run, for the report's timeline
+    check_seconds: float = 0.0  # structural checks and verification after the pass
     max_abs_error: float | None = None
     max_rel_error: float | None = None
     min_cosine: float | None = None
@@ -81,6 +83,10 @@ class RunReport:
             "after": self.after.as_dict() if self.after else None,
             "ops_before": self.before.ops if self.before else None,
             "ops_after": self.after.ops if self.after else None,
+            "weights_by_dtype_before": self.before.weights_by_dtype if self.before else None,
+            "weights_by_dtype_after": self.after.weights_by_dtype if self.after else None,
+            "weights_by_op_before": self.before.weights_by_op if self.before else None,
+            "weights_by_op_after": self.after.weights_by_op if self.after else None,
             "passes": [record.as_dict() for record in self.records],
             "verification": self.verification.as_dict() if self.verification else None,
             "iteration_cap_hit": self.iteration_cap_hit,
@@ -178,11 +184,12 @@ class PassManager:
         self.progress = progress
         self._verifier: Verifier | None = None
         self._history: list[str] = []
+        self._started = time.perf_counter()
 
     def run(self, model: Model) -> tuple[Model, RunReport]:
         """Run every pass; returns the optimized model and the report."""
         report = RunReport(before=count_model(model))
-        started = time.perf_counter()
+        started = self._started = time.perf_counter()
         if self.verify:
             self._verifier = Verifier(model.copy(), self.verify_feeds or self.ctx.data)
         for group in _group(self.passes):
@@ -227,6 +234,7 @@ class PassManager:
             seconds=0.0,
             before=before.as_dict(),
             after=before.as_dict(),
+            started_s=started - self._started,
         )
         try:
             result = instance.run(model, self.ctx)
@@ -243,7 +251,9 @@ class PassManager:
         record.stats = dict(result.stats)
         record.notes = list(result.notes)
         if result.modified:
+            checked = time.perf_counter()
             model, record = self._check(instance, model, snapshot, record)
+            record.check_seconds = time.perf_counter() - checked
         self._history.append(instance.name)
         record.after = count_model(model).as_dict()
         report.records.append(record)

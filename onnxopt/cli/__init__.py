@@ -21,6 +21,7 @@ from onnxopt.cli.console import stderr
 from onnxopt.cli.inspect import inspect
 from onnxopt.cli.optimize import optimize
 from onnxopt.cli.passes import list_passes
+from onnxopt.cli.report import report
 from onnxopt.cli.tune import tune
 
 
@@ -41,7 +42,7 @@ def cli(verbose: int, debug: bool) -> None:
     _configure_logging(verbose)
 
 
-for _command in (optimize, inspect, compare, list_passes, check, bench, tune, batch):
+for _command in (optimize, inspect, compare, list_passes, check, bench, report, tune, batch):
     cli.add_command(_command)
 
 

@@ -7,6 +7,7 @@ The measuring lives in ``onnxopt.benchmark``; this module only parses options an
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -15,56 +16,15 @@ from rich.table import Table
 from onnxopt.benchmark import BenchConfig, BenchReport, benchmark
 from onnxopt.cli.errors import handle_errors
 from onnxopt.data import parse_shape_option
+from onnxopt.report import format_for, write_report
+from onnxopt.report.model import BenchView
+from onnxopt.report.terminal import bench_table
 from onnxopt.runtime import PROVIDERS
 
 
-def human_bytes(count: int | None) -> str:
-    """1536 -> '1.5 KiB'; None -> '—'."""
-    if count is None:
-        return "—"
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
-
-
-def _ratio_text(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}×"
-
-
 def render_table(report: BenchReport) -> Table:
-    """The side-by-side table: one row per model, ratios to the first model."""
-    config = report.config
-    title = (f"{config['provider']} · batch {config['batch_size']} · {config['timed_runs']} runs after "
-             f"{config['warmup_runs']} warm-up · inputs: {config['inputs']}")
-    table = Table(title=title, title_justify="left")
-    table.add_column("model", no_wrap=True)
-    table.add_column("size", justify="right")
-    table.add_column("p50 ms", justify="right")
-    table.add_column("p90 ms", justify="right")
-    table.add_column("mean ms", justify="right")
-    table.add_column("samples/s", justify="right")
-    table.add_column("peak mem", justify="right")
-    table.add_column("p50 vs 1st", justify="right")
-    table.add_column("thrpt vs 1st", justify="right")
-    table.add_column("mem vs 1st", justify="right")
-    for model in report.models:
-        memory = model.memory.peak_rss_bytes if model.memory else None
-        table.add_row(
-            model.name,
-            human_bytes(model.file_bytes),
-            f"{model.latency.p50_ms:.3f}",
-            f"{model.latency.p90_ms:.3f}",
-            f"{model.latency.mean_ms:.3f}",
-            f"{model.throughput_samples_per_s:.1f}",
-            human_bytes(memory),
-            _ratio_text(model.ratio_to_first.get("latency_p50")),
-            _ratio_text(model.ratio_to_first.get("throughput")),
-            _ratio_text(model.ratio_to_first.get("peak_rss")),
-        )
-    return table
+    """The side-by-side table: one row per model, ratios to the first model (``onnxopt.report.terminal``)."""
+    return bench_table(BenchView.from_doc(report.as_dict()))
 
 
 @click.command("bench")
@@ -86,16 +46,20 @@ def render_table(report: BenchReport) -> Table:
               help="Let onnxruntime apply its own graph optimizations, as a deployment would.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Write the results as JSON to this file.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Write a report: .html (standalone page with charts), .md or .json.")
 @handle_errors
 def bench(models: tuple[str, ...], provider: str, threads: int, batch_size: int, data: str | None,
           shapes: tuple[str, ...], warmup: int, runs: int, memory: bool, ort_optimize: bool,
-          json_path: str | None) -> None:
+          json_path: str | None, report_path: str | None) -> None:
     """Latency (p50/p90/mean), throughput and peak memory of MODELS side by side.
 
     Runs are interleaved (one run of each model in turn) so machine noise hits all alike;
     ratios are to the first model. Peak memory is each model's host RSS measured in a
     subprocess of its own (session creation plus a few runs, minus the RSS before loading).
     """
+    if report_path:
+        format_for(Path(report_path))  # refuse a bad suffix before timing anything
     config = BenchConfig(
         provider=provider,
         threads=threads,
@@ -116,3 +80,6 @@ def bench(models: tuple[str, ...], provider: str, threads: int, batch_size: int,
     if json_path:
         report.write_json(json_path)
         click.echo(f"wrote {json_path}", err=True)
+    if report_path:
+        write_report(report.as_dict(), report_path)
+        click.echo(f"wrote {report_path}", err=True)

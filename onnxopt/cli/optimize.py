@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,8 @@ def _progress_callback(progress: Any, task: Any) -> Callable[[str, str, int], No
 @click.option("--calib", type=click.Path(path_type=Path), help="DATA for calibration (.npz or folder).")
 @click.option("--batch-size", default=1, show_default=True, type=int)
 @click.option("--shape", "shapes", multiple=True, help="Concrete shape of an input: name=d0,d1,...")
-@click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write a report (.json/.md/.html).")
+@click.option("--report", "report_path", type=click.Path(path_type=Path),
+              help="Write the full report: .html (standalone, charts), .md or .json (re-render with `onnxopt report`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of tables.")
 @click.option("--dump-dir", type=click.Path(path_type=Path), help="Write models before/after a failing pass here.")
 @click.option("--external-data/--embed", "external_data", default=None, help="Force external data or embedding.")
@@ -68,7 +68,7 @@ def optimize(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from onnxopt.api import optimize as run_optimize
-    from onnxopt.report import rich_tables, write_report
+    from onnxopt.report import format_for, renderables, to_json, write_report
 
     if example:
         from onnxopt.examples import EXAMPLE_INPUTS, EXAMPLE_MODEL, EXAMPLE_PRESET
@@ -82,6 +82,8 @@ def optimize(
             preset = EXAMPLE_PRESET
     if input_path is None:
         raise BadInputError("missing INPUT_PATH (or --example)")
+    if report_path is not None:
+        format_for(report_path)  # refuse a bad suffix before the work, not after
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -113,10 +115,10 @@ def optimize(
     if report_path is not None:
         write_report(summary, report_path)
     if as_json:
-        click.echo(json.dumps(summary, indent=2, default=str))
+        click.echo(to_json(summary), nl=False)
     else:
-        for table in rich_tables(summary):
-            stdout.print(table)
+        for renderable in renderables(summary, str(report_path) if report_path else None):
+            stdout.print(renderable)
         verification = summary.get("verification")
         if verification:
             stdout.print(

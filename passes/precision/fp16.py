@@ -27,6 +27,7 @@ import onnx_graphsurgeon as gs
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from onnxopt.data import make_feeds
+from onnxopt.decisions import decision
 from onnxopt.errors import BadInputError
 from onnxopt.model_io import Model, read_constant, to_proto
 from onnxopt.pass_api import Contract, Pass, PassContext, PassOptions, PassResult, SearchSpec
@@ -154,13 +155,13 @@ def _constant_stats(graphs: list[ScopedGraph], half_np: np.dtype) -> dict[int, W
 def _result(plan: Plan, rewrite, ranges: RangeStats | None, half: int) -> PassResult:
     kept = plan.kept_nodes()
     relevant = len(plan.relevant)
-    kept_rows = [{"node": node.name, "op": node.op, "reason": reason} for node, reason in kept]
+    kept_rows = [decision(node.name, node.op, "fp32", reason) for node, reason in kept]
     stats = {
         "half_type": half_type_name(half),
         "nodes_half": relevant - len(kept),
         "nodes_fp32": len(kept),
         "nodes_fp32_forced": sum(1 for node, _ in kept if id(node) in plan.reasons),
-        "kept_fp32": kept_rows,
+        "decisions": kept_rows,  # nodes kept in fp32 and why; every other relevant node is half
         "constants_converted": rewrite.constants_converted,
         "constants_duplicated": rewrite.constants_duplicated,
         "attributes_converted": rewrite.attributes_converted,
@@ -178,7 +179,7 @@ def _result(plan: Plan, rewrite, ranges: RangeStats | None, half: int) -> PassRe
     for node, reason in forced[:MAX_NOTES]:
         notes.append(f"kept fp32: {node.name or '(unnamed)'} ({node.op}): {reason}")
     if len(forced) > MAX_NOTES:
-        notes.append(f"... and {len(forced) - MAX_NOTES} more nodes kept in fp32 (see stats.kept_fp32)")
+        notes.append(f"... and {len(forced) - MAX_NOTES} more nodes kept in fp32 (see stats.decisions)")
     for name, count in list(rewrite.flushed_to_zero.items())[:MAX_NOTES]:
         notes.append(f"weight {name!r}: {count} non-zero value(s) flush to zero in {half_type_name(half)}")
     modified = bool(rewrite.constants_converted or rewrite.casts_inserted or rewrite.attributes_converted

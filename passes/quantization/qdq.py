@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxopt import decisions
 from onnxopt.calibration import METHODS, calibrate
 from onnxopt.data import Feeds, InputSpec, input_specs, make_feeds, random_feed
 from onnxopt.errors import BadInputError
@@ -245,13 +246,16 @@ class QdqPass(Pass):
         builder = self._builder(base, candidates, mode, options, target, feeds, stats, notes)
         selected = list(builder.candidates)
         stats["candidates"] = len(selected)
+        decisions.start(stats, zip(candidates, _ops(model, candidates), strict=True), "float",
+                        "input range unusable (mask sentinels, or never computed in calibration)")
+        decisions.mark(stats, selected, "int8", "quantized")
 
         measure_speed = options.only_if_faster and target == "ort-cpu"
         ratios: dict[str, float] = {}
         if measure_speed:
             ratios = island_ratios(base.graph, selected, builder.shapes, builder.quantize_island,
                                    options.benchmark_threads, fold_activation=mode == "static")
-            stats["island_time_ratios"] = {name: round(value, 3) for name, value in ratios.items()}
+            decisions.set_field(stats, "time_ratio", {name: round(value, 3) for name, value in ratios.items()})
         if options.max_error > 0 and selected:
             selected = self._sensitivity(model, builder, selected, feeds, options, stats, notes)
         if not selected:
@@ -297,10 +301,11 @@ class QdqPass(Pass):
         stats["output_error"] = fallback.error
         stats["output_error_all_quantized"] = fallback.full_error
         if fallback.fallback:
-            stats["sensitivity_fallback"] = fallback.fallback
-            stats["sensitivity_scores"] = {name: fallback.scores[name] for name in fallback.fallback}
             budget = f"{options.max_error:g} {options.metric or options.error_metric}"
+            stats["sensitivity_fallback"] = len(fallback.fallback)
+            decisions.mark(stats, fallback.fallback, "float", f"kept float for accuracy (error budget {budget})")
             notes.append(f"kept float for accuracy (error budget {budget}): " + ", ".join(fallback.fallback))
+        decisions.set_field(stats, "sensitivity", fallback.scores)
         return fallback.kept
 
     @staticmethod
@@ -344,11 +349,17 @@ class QdqPass(Pass):
         if scores[best] > MAX_WHOLE_MODEL_RATIO:
             notes.append(f"int8 is not faster than float on this model (best {scores[best]:.2f}x the time, "
                          f"{MAX_WHOLE_MODEL_RATIO:g}x needed); left unchanged")
+            decisions.mark(stats, selected, "float", f"whole model not faster in int8 ({scores[best]:.2f}x)", "int8")
             return None, []
         kept_float = [name for name in selected if name not in set(variants[best])]
         if kept_float:
-            stats["float_not_faster"] = kept_float
+            stats["float_not_faster"] = len(kept_float)
+            decisions.mark(stats, kept_float, "float", "not faster in int8 in the whole model")
             notes.append(f"kept float, not faster in int8 here: {_by_op(model, kept_float)}")
+        faster = {name: ratios.get(name, 1.0) <= 1.0 for name in variants[best]}
+        decisions.mark(stats, [n for n, yes in faster.items() if yes], "int8", "faster in int8")
+        decisions.mark(stats, [n for n, yes in faster.items() if not yes], "int8",
+                       "slower alone, faster within the whole int8 model")
         return built[best], variants[best]
 
 

@@ -44,6 +44,7 @@ import numpy as np
 import onnx
 import onnx.version_converter
 
+from onnxopt.decisions import decision
 from onnxopt.errors import BadInputError
 from onnxopt.input_statistics import HessianAccumulator, collect_hessians
 from onnxopt.model_io import Model, constant_nbytes, from_proto, read_constant, to_proto
@@ -221,7 +222,8 @@ class WeightOnly(Pass):
         notes = [f"kept float: {name} ({reason})" for name, reason in sorted(skipped.items())]
         notes += [note for plan in plans for note in plan.notes]
         stats: dict[str, object] = {"scheme": options.scheme, "method": method, "format": form,
-                                    "skipped": dict(Counter(skipped.values()))}
+                                    "skipped": dict(Counter(skipped.values())),
+                                    "decisions": _float_rows(model, skipped)}
         if not plans:
             return PassResult(modified=False, stats=stats, notes=notes)
 
@@ -241,7 +243,10 @@ class WeightOnly(Pass):
         errors: list[float] = []
         by_op: Counter[str] = Counter()
         by_form: Counter[str] = Counter()
+        rows: list[dict[str, object]] = []
         for plan in plans:
+            row = decision(plan.uses[0].node.name, "/".join(sorted(plan.ops)), plan.scheme, plan.form,
+                           weight=plan.constant.name)
             weight_bytes = constant_nbytes(plan.constant)
             weights = plan.view.to_kn(np.asarray(read_constant(plan.constant), dtype=np.float64))
             quantized, hessian = self._quantize(plan, weights, hessians, options)
@@ -250,6 +255,9 @@ class WeightOnly(Pass):
             created = self._emit(model, names, plan, quantized, options)
             float_bytes += weight_bytes
             quantized_bytes += stored_bytes(created)
+            rows.append({**row, "reason": f"{plan.form}, {'gptq' if hessian is not None else 'rtn'}",
+                         "float_bytes": weight_bytes, "quantized_bytes": stored_bytes(created),
+                         **({"error": errors[-1]} if hessian is not None else {})})
             by_op.update(use.node.op for use in plan.uses)
             by_form[plan.form] += 1
         model.graph.cleanup(remove_unused_graph_inputs=False)
@@ -260,6 +268,7 @@ class WeightOnly(Pass):
             "weights_by_form": dict(by_form),
             "float_weight_bytes": float_bytes,
             "quantized_weight_bytes": quantized_bytes,
+            "decisions": _float_rows(model, skipped) + rows,
         })
         if errors:
             stats["gptq_relative_output_error_mean"] = float(np.mean(errors))
@@ -319,3 +328,13 @@ def _mask_input(model: Model, choice: str) -> str | None:
         if "attention_mask" in tensor.name.lower() and len(shape) == 2 and integer:
             return tensor.name
     return None
+
+
+def _float_rows(model: Model, skipped: dict[str, str]) -> list[dict[str, object]]:
+    """Report rows for the weights left float: the first node reading each, and why."""
+    readers: dict[str, tuple[str, str]] = {}
+    for node in model.graph.nodes:
+        for tensor in node.inputs:
+            readers.setdefault(tensor.name, (node.name, node.op))
+    return [decision(*readers.get(name, (name, "?")), "float", reason, weight=name)
+            for name, reason in sorted(skipped.items())]

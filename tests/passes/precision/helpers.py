@@ -54,7 +54,7 @@ def node_by_output(graph: onnx.GraphProto, output: str) -> onnx.NodeProto:
 
 
 def kept_reasons(result: PassResult) -> dict[str, str]:
-    return {row["node"]: row["reason"] for row in result.stats["kept_fp32"]}
+    return {row["node"]: row["reason"] for row in result.stats["decisions"]}
 
 
 def assert_consistent(model: Model) -> None:

@@ -49,7 +49,7 @@ def test_minilm_fp16_embeddings_match_the_reference(minilm):
     assert_consistent(converted)
     # What stays fp32: mask/pooling arithmetic on integers, and LayerNormalizations whose
     # variance sums leave the fp16 range on real sentences.
-    reasons = {row["reason"].split(":")[0] for row in result.stats["kept_fp32"]}
+    reasons = {row["reason"].split(":")[0] for row in result.stats["decisions"]}
     assert "index arithmetic" in reasons
     assert result.stats["nodes_half"] > 10 * result.stats["nodes_fp32"]
 

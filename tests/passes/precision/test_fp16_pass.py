@@ -95,13 +95,13 @@ def test_bf16_variant_converts_to_bfloat16():
     assert result.stats["half_type"] == "bfloat16"
     assert initializer_types(converted) == {"w": BF16, "b": BF16, "scales": F32}
     # Conv has no bfloat16 in the ONNX spec: it stays fp32, with the reason.
-    kept = [row for row in result.stats["kept_fp32"] if row["op"] == "Conv"]
+    kept = [row for row in result.stats["decisions"] if row["op"] == "Conv"]
     assert kept and "has no bfloat16" in kept[0]["reason"]
     graph = to_proto(converted).graph
     # x -> bf16 for MatMul and y back; Sigmoid sits between the fp32 Conv and the fp32
     # output, so converting it would only add casts: it follows its neighbours.
     assert sorted(c.attribute[0].i for c in cast_nodes(graph)) == [F32, BF16]
-    assert {row["op"] for row in result.stats["kept_fp32"]} == {"Conv", "Sigmoid"}
+    assert {row["op"] for row in result.stats["decisions"]} == {"Conv", "Sigmoid"}
     assert_consistent(converted)
     # onnxruntime has no CPU bfloat16 MatMul kernel: judge with the reference evaluator.
     feed = _feed((1, 1, 4, 8))
@@ -180,7 +180,7 @@ def test_casts_to_float_follow_their_readers():
     assert [node.op_type for node in graph.node] == ["Cast", "Relu", "Sigmoid", "Cast", "Exp", "Cast", "Neg", "Tanh",
                                                      "Cast"]
     assert cast_chains(graph) == []
-    assert "Cast" not in {row["op"] for row in result.stats["kept_fp32"]}
+    assert "Cast" not in {row["op"] for row in result.stats["decisions"]}
     assert_consistent(converted)
     assert_close(model, converted, _feed((2, 8)))
 
@@ -193,7 +193,7 @@ def test_compute_between_fp32_neighbours_follows_them():
       y = Log(b)
     }""")
     converted, result = convert(model, keep_fp32=("op:Exp", "op:Log"))
-    assert [row["reason"] for row in result.stats["kept_fp32"] if row["op"] == "Sigmoid"] == [
+    assert [row["reason"] for row in result.stats["decisions"] if row["op"] == "Sigmoid"] == [
         "follows its fp32 neighbours (avoids casts)"]
     assert not cast_nodes(to_proto(converted).graph)
 
@@ -452,7 +452,7 @@ def test_reports_the_nodes_it_keeps():
     _, result = convert(model, keep_fp32=("op:Exp",))
     assert any(note.startswith("kept fp32:") and "(Exp)" in note for note in result.notes)
     assert result.stats["nodes_fp32_forced"] == 1
-    row = next(row for row in result.stats["kept_fp32"] if row["op"] == "Exp")
+    row = next(row for row in result.stats["decisions"] if row["op"] == "Exp")
     assert row["reason"] == "pinned by keep_fp32 selector op:Exp"
 
 

@@ -103,7 +103,9 @@ def test_speed_check_keeps_int8_that_runs_faster():
     # Two 64x256x256 MatMuls run about 3x faster in int8 on a VNNI CPU; the check must keep them.
     assert result.modified
     assert result.stats["int8_over_fp32_time"] < 1.0
-    assert set(result.stats["island_time_ratios"]) == {"up", "down"}
+    rows = {row["node"]: row for row in result.stats["decisions"]}
+    assert set(rows) == {"up", "down"} and {row["decision"] for row in rows.values()} == {"int8"}
+    assert all(0 < row["time_ratio"] < 1.0 for row in rows.values()), rows
 
 
 def test_sensitivity_fallback_leaves_the_worst_layer_float():
@@ -117,7 +119,11 @@ def test_sensitivity_fallback_leaves_the_worst_layer_float():
     budget = full_error / 3
     work, result = run_qdq(model, feeds, mode="static", method="minmax", smooth_alpha=0.0, max_error=budget,
                            sensitivity_batches=2)
-    assert result.stats["sensitivity_fallback"] == ["up"]
+    assert result.stats["sensitivity_fallback"] == 1
+    rows = {row["node"]: row for row in result.stats["decisions"]}
+    assert rows["up"]["decision"] == "float" and "accuracy" in rows["up"]["reason"]
+    assert rows["down"]["decision"] == "int8"
+    assert rows["up"]["sensitivity"] > rows["down"]["sensitivity"], "the outlier layer hurts most on its own"
     assert result.stats["output_error"] <= budget < result.stats["output_error_all_quantized"]
     assert "up" in result.notes[-1]
     up = next(node for node in work.graph.nodes if node.name == "up")
@@ -137,7 +143,8 @@ def test_user_metric_drives_the_fallback(tmp_path, monkeypatch):
                         metric="my_metric:worst", max_error=1e-9, sensitivity_batches=1)
     # Nothing meets an impossible budget: every layer goes back to float and the model is unchanged.
     assert not result.modified
-    assert sorted(result.stats["sensitivity_fallback"]) == ["down", "up"]
+    assert result.stats["sensitivity_fallback"] == 2
+    assert {row["node"]: row["decision"] for row in result.stats["decisions"]} == {"down": "float", "up": "float"}
 
 
 def test_smoothing_moves_an_outlier_channel_into_the_weights():

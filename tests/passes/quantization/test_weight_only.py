@@ -491,3 +491,12 @@ def test_registered_lossy_and_in_the_int4_preset():
     assert get_pass("weight-only") is WeightOnly
     assert WeightOnly.contract is Contract.LOSSY and WeightOnly.cleanup is False
     assert PRESETS["int4"][-1] == "weight-only:scheme=int4"
+
+
+def test_decisions_name_each_weight_its_form_bytes_and_why_others_stay_float():
+    _, result = run_pass(WeightOnly, mlp_model(), format="dq", min_weight_elements=5000)
+    rows = {row["weight"]: row for row in result.stats["decisions"]}
+    assert set(rows) == {"w1", "w2"}
+    assert rows["w1"]["decision"] == "int4" and rows["w1"]["op"] == "MatMul" and rows["w1"]["reason"] == "dq, rtn"
+    assert rows["w1"]["float_bytes"] == 64 * 96 * 4 > 4 * rows["w1"]["quantized_bytes"]
+    assert rows["w2"]["decision"] == "float" and rows["w2"]["op"] == "Gemm" and "5000" in rows["w2"]["reason"]
