@@ -16,9 +16,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from onnxopt.cli.bench import human_bytes
 from onnxopt.cli.console import parse_shapes, stderr
 from onnxopt.cli.errors import EXIT_VERIFICATION_FAILED, handle_errors
+from onnxopt.report.format import human_bytes
 
 
 def render_summary(document: dict[str, Any]) -> Table:

@@ -338,8 +338,10 @@ def tune_page(view: TuneView) -> str:
                             front=front, front_line=line)
         boxes.append(kit.chart_box(f"{y_name} vs {x_name} (ringed: Pareto front)", svg))
     columns: list[str] = []
+    # Scalar fields only (docs/reports.md): nested ones (a trial's host, its config) stay in the JSON.
     for trial in trials:
-        columns.extend(key for key in trial if key not in columns)
+        columns.extend(key for key, value in trial.items()
+                       if key not in columns and (value is None or isinstance(value, str | int | float | bool)))
     rows = [{**t, "pareto": "yes" if i in on_front else ""} for i, t in enumerate(trials)]
     if "pareto" not in columns:
         columns.append("pareto")
@@ -348,8 +350,12 @@ def tune_page(view: TuneView) -> str:
     formatters = {c: _axis_format(c) for c in numeric}
     table = kit.data_table(columns, rows, numeric=numeric, formatters=formatters, facet="status",
                            table_id="trials-table")
-    cards = kit.cards([("trials", str(len(trials)), ""), ("on the Pareto front", str(len(on_front)),
-                                                          "no other trial is better in every objective")])
+    cards = [("trials", str(len(trials)), ""), ("on the Pareto front", str(len(on_front)),
+                                                "no other trial is better in every objective")]
+    best = view.doc.get("best")
+    if isinstance(best, Mapping) and best.get("key"):  # onnxopt tune names its choice
+        cards.append(("best within budget", str(best["key"]), f"trial {best.get('index', '')}"))
+    cards = kit.cards(cards)
     model = view.doc.get("model") or view.doc.get("input") or ""
     return kit.page("onnxopt tune report", [
         cards,

@@ -6,11 +6,13 @@ data, so a Ray worker needs neither the pipeline file nor the preset's version o
 to agree. Jobs run isolated like trials: one model that crashes or runs out of memory is
 a row of the summary, not the end of the batch. Outputs land in the output folder under
 the model's file name (Ray workers write to their disk and the file is fetched back).
-The summary document has ``"kind": "batch"``.
+The summary document has ``"kind": "batch"`` (not a kind ``onnxopt report`` renders: its
+table is the rendering).
 """
 
 from __future__ import annotations
 
+import datetime
 import glob
 import shutil
 import tempfile
@@ -24,7 +26,6 @@ from onnxopt.api import TARGETS, resolve_steps
 from onnxopt.errors import BadInputError
 from onnxopt.tune.cache import FileBundle, data_bundle, model_bundle
 from onnxopt.tune.executors import Executor, make_executor
-from onnxopt.tune.results import utc_now
 
 
 def expand_models(patterns: Iterable[str]) -> list[Path]:
@@ -100,8 +101,8 @@ def optimize_many(models: list[Path], output_dir: Path, executor: str | Executor
         shutil.rmtree(scratch, ignore_errors=True)
     results = [row or {"model": str(models[i]), "status": "crashed", "reason": "no result"}
                for i, row in enumerate(rows)]
-    return {"kind": "batch", "schema_version": 1, "onnxopt_version": onnxopt.__version__,
-            "created_utc": utc_now(), "pipeline": [step.name for step in steps], "target": target,
-            "executor": runner.name, "output_dir": str(output_dir), "models": results,
-            "wall_s": round(time.perf_counter() - started, 3),
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return {"kind": "batch", "schema_version": 1, "onnxopt_version": onnxopt.__version__, "created": created,
+            "pipeline": [step.name for step in steps], "target": target, "executor": runner.name,
+            "output_dir": str(output_dir), "models": results, "wall_s": round(time.perf_counter() - started, 3),
             "failed": sum(1 for row in results if row.get("status") != "ok")}

@@ -1,58 +1,78 @@
 """The tune report: one JSON document (``"kind": "tune"``), and the front as table rows.
 
-Schema (``schema_version`` 1); every size in bytes, every time in seconds unless the name
-says ``_ms``:
+The document wears the report package's envelope (``onnxopt.report.schema.header``:
+``schema``, ``schema_version``, ``kind``, ``created``, ``onnxopt_version``) and follows its
+``tune`` page's conventions (docs/reports.md): ``model`` is the model's path, ``objectives``
+names the trial keys the page plots (the first is every scatter's x axis), every trial has
+an ``id`` and a ``pareto`` flag. ``onnxopt report tune.json -o tune.html`` (or ``tune --report
+tune.html``) renders it: an error-vs-objective scatter with the Pareto front ringed, and the
+trials table. Keys, every size in bytes, every time in seconds unless the name says ``_ms``:
 
-* ``kind`` = ``"tune"``, ``schema_version``, ``onnxopt_version``, ``created_utc``, ``command``;
-* ``model``: ``path``, ``digest`` (SHA-256 of the files), ``bytes``; ``data``, ``calib``: ``path``,
-  ``digest`` or null;
+* the envelope; ``command``; ``model`` (path), ``model_digest`` (SHA-256 of the files),
+  ``model_bytes``; ``data``, ``calib``: ``path`` and ``digest``, or null;
+* ``objectives``: [objective field, ``error``, the other axis] — ``latency_ratio``,
+  ``size_bytes`` or ``session_peak_rss_bytes`` first;
 * ``settings``: the budget (``metric``, ``max_error``, ``min_metric``, ``objective``,
   ``max_latency_ms``, ``max_size_mb``, ``margin``) and the search (``target``, ``executor``,
   ``workers``, ``seed``, ``trials``, ``time_budget_s``, ``strategy_batch``, ``batch_size``,
   ``threads``, ``warmup_runs``, ``timed_runs``, ``trial_timeout_s``, ``trial_memory_mb``,
-  ``isolate``);
+  ``trial_isolate``);
 * ``space``: the search space (per pass: group, stage, candidate values, conditions, fixed
   and linked options), ``grid_size`` (configurations exhaustive search would run) and
   ``presets`` (preset name -> its configuration key, or null when it is not in the space);
-* ``axes``: which trial fields a plot should use: ``objective`` (``latency_ratio``,
-  ``size_bytes`` or ``session_peak_rss_bytes``), ``error`` (``error``), ``metric``;
-* ``trials``: one record per trial, in the order the search proposed them —
-  ``index``, ``key`` (the configuration, spelled as ``--passes``; ``cleanup`` for none),
-  ``cache_key``, ``phase`` (baseline, preset:NAME, sensitivity, neighbor, model),
-  ``parents``, ``config`` ([{pass, options}]), ``pipeline`` (all steps run), ``status``
-  (ok, failed, timeout, oom, crashed), ``reason``, ``cached``, ``feasible``, ``violations``,
-  ``on_front``, ``objective_value``; measured: ``size_bytes``, ``size_ratio``,
-  ``latency_ms`` (p50), ``latency_p90_ms``, ``baseline_latency_ms``, ``latency_ratio``
-  (to the original, timed interleaved in the same process), ``session_peak_rss_bytes``
-  (objective memory only), ``error``, ``metric_value``, ``min_cosine`` (cosine),
-  ``reference_metric`` (accuracy of the original); cost: ``optimize_s``, ``evaluate_s``,
-  ``bench_s``, ``trial_s``, ``optimize_peak_rss_bytes`` and ``peak_rss_bytes`` (the trial
-  process's high-water mark after optimizing / at the end); ``host`` (hostname, cpu,
-  cpu_flags, cpu_count, gpus, onnxruntime, providers), ``passes`` (the tuned passes'
-  status, notes and counters), ``model_path``;
-* ``front``: keys of the Pareto front (objective vs error), best objective first;
+* ``trials``: one record per trial, in the order the search proposed them — ``id`` (the
+  configuration, spelled as ``--passes``; ``cleanup`` for none), ``index``, ``phase``
+  (baseline, preset:NAME, sensitivity, neighbor, model), ``status`` (ok, failed, timeout,
+  oom, crashed), ``reason``, ``feasible``, ``pareto``, ``objective_value``; measured:
+  ``latency_ms`` (p50), ``latency_p90_ms``, ``baseline_latency_ms``, ``latency_ratio`` (to
+  the original, timed interleaved in the same process), ``size_bytes``, ``size_ratio``,
+  ``input_bytes``, ``session_peak_rss_bytes`` (objective memory only), ``error``,
+  ``metric_value``, ``min_cosine`` (cosine), ``reference_metric`` (accuracy of the
+  original); cost: ``optimize_s``, ``evaluate_s``, ``bench_s``, ``trial_s``,
+  ``optimize_peak_rss_bytes`` and ``peak_rss_bytes`` (the trial process's high-water mark
+  after optimizing / at the end); ``cached``, ``hostname``; nested: ``key`` (= ``id``),
+  ``cache_key``, ``parents``, ``config`` ([{pass, options}]), ``pipeline`` (all steps run),
+  ``violations``, ``host`` (hostname, machine, cpu, cpu_flags, cpu_count, gpus,
+  onnxruntime, providers), ``passes`` (the tuned passes' status, notes and counters),
+  ``model_path``, ``node_id`` (Ray), ``traceback`` (failures);
+* ``front``: ids of the Pareto front (objective vs error), best objective first;
 * ``best``: ``key``, ``index``, ``config``, ``pipeline``, ``output``, ``rebuilt`` (the model
   was optimized again because its file was gone), or null when nothing met the budget;
 * ``presets``: per preset in the space: ``key``, ``feasible``, ``objective_value``, ``error``;
+* ``notes``, ``hosts`` (the distinct hosts trials ran on);
 * ``cost``: ``wall_s``, ``trials_run``, ``trials_cached``, ``trial_s_total``,
-  ``peak_rss_bytes_max``, ``stopped`` (trials, time budget, space exhausted).
+  ``peak_rss_bytes_max``, ``stopped`` (trials, time budget, space exhausted), ``phases``,
+  ``grid_size``.
 """
 
 from __future__ import annotations
 
-import datetime
-import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from onnxopt.errors import BadInputError
+from onnxopt.report import write_report as render_report
+from onnxopt.report.files import format_for
 
-SCHEMA_VERSION = 1
 OBJECTIVE_FIELDS = {"latency": "latency_ratio", "size": "size_bytes", "memory": "session_peak_rss_bytes"}
+# The order the report's trials table shows; the other keys follow.
+LEADING_TRIAL_KEYS = ("id", "index", "phase", "status", "reason", "feasible", "pareto", "objective_value", "error",
+                      "metric_value", "min_cosine", "latency_ratio", "latency_ms", "size_bytes", "size_ratio",
+                      "session_peak_rss_bytes", "optimize_s", "trial_s", "peak_rss_bytes", "cached", "hostname")
 
 
-def utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def objectives_for(objective: str) -> list[str]:
+    """What the report plots: the objective on x against the error, then against the other axis."""
+    first = OBJECTIVE_FIELDS[objective]
+    other = "size_bytes" if first != "size_bytes" else "latency_ratio"
+    return [first, "error", other]
+
+
+def ordered_trial(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with the keys a reader wants first (the report's trials table keeps this order)."""
+    leading = {key: record.get(key) for key in LEADING_TRIAL_KEYS if key in record}
+    return {**leading, **{key: value for key, value in record.items() if key not in leading}}
 
 
 def _mb(value: float | None) -> str:
@@ -91,7 +111,7 @@ def to_markdown(document: dict[str, Any]) -> str:
     settings, cost = document["settings"], document["cost"]
     budget = (f"max error {settings['max_error']:g}" if settings.get("max_error") is not None
               else f"min {settings['metric']} {settings['min_metric']:g}")
-    lines = [f"### tune: {Path(document['model']['path']).name}", "",
+    lines = [f"### tune: {Path(document['model']).name}", "",
              f"Metric {settings['metric']} ({budget}), objective {settings['objective']}; "
              f"{len(document['trials'])} trials of a {document['space']['grid_size']}-configuration grid; "
              f"executor {settings['executor']}, seed {settings['seed']}.", "",
@@ -110,14 +130,18 @@ def to_markdown(document: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_report_path(path: str | Path) -> None:
+    """A one-line BadInputError, before any trial, for a report name no renderer takes."""
+    format_for(Path(path))
+
+
 def write_report(document: dict[str, Any], path: str | Path) -> None:
-    """``.json`` (the document) or ``.md``; HTML goes through ``onnxopt report`` (see the README)."""
+    """``.json`` and ``.html`` through the report package (the HTML page: scatter, front, trials); ``.md`` here."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        path.write_text(json.dumps(document, indent=1, default=str) + "\n")
-    elif suffix == ".md":
-        path.write_text(to_markdown(document))
-    else:
-        raise BadInputError(f"--report {path.name}: tune writes .json or .md; render HTML from the JSON "
-                            "with `onnxopt report` where that command is available")
+    if format_for(path) != "markdown":
+        render_report(document, path)
+        return
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.resolve().parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        stream.write(to_markdown(document))
+    os.replace(temporary, path)

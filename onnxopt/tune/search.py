@@ -26,11 +26,12 @@ from typing import Any
 import onnxopt
 from onnxopt.errors import BadInputError
 from onnxopt.model_io import model_file_bytes
+from onnxopt.report.schema import header
 from onnxopt.tune.cache import FileBundle, TrialCache, data_bundle, default_cache_dir, model_bundle, trial_key
 from onnxopt.tune.executors import Executor, LocalExecutor, make_executor
 from onnxopt.tune.hosts import host_tags
 from onnxopt.tune.objective import Budget, best, pareto_front
-from onnxopt.tune.results import OBJECTIVE_FIELDS, SCHEMA_VERSION, utc_now, write_report
+from onnxopt.tune.results import check_report_path, objectives_for, ordered_trial, write_report
 from onnxopt.tune.space import BudgetLink, Config, SearchSpace, format_value
 from onnxopt.tune.strategy import DEFAULT_BATCH, Proposal, Strategy
 
@@ -262,8 +263,8 @@ def tune(
         raise BadInputError("output path is the input file; onnxopt never overwrites its input")
     if output is not None and not output.resolve().parent.is_dir():
         raise BadInputError(f"{output}: output folder does not exist")
-    if report is not None and Path(report).suffix.lower() not in (".json", ".md"):
-        write_report({}, report)  # raises the one-line explanation before any work
+    if report is not None:
+        check_report_path(report)  # a bad suffix is a one-line error before any work
 
     from onnxopt.passes import PRESETS, all_passes
 
@@ -307,7 +308,7 @@ def tune(
         front = pareto_front(records, budget)
         front_keys = {record["key"] for record in front}
         for record in records:
-            record["on_front"] = record["key"] in front_keys
+            record["pareto"] = record["key"] in front_keys
         winner = best(records, budget)
         rebuilt = False
         if winner is not None and output is not None:
@@ -351,13 +352,16 @@ def _document(model: Path, bundles: dict[str, FileBundle | None], budget: Budget
                              "objective_value": record["objective_value"], "error": record.get("error")}
     peaks = [r["peak_rss_bytes"] for r in records if r.get("peak_rss_bytes") and not r.get("cached")]
     hosts = {json_key(r["host"]): r["host"] for r in records if r.get("host")}
+    for record in records:
+        record["id"] = record["key"]
+        record["hostname"] = (record.get("host") or {}).get("hostname")
     return {
-        "kind": "tune",
-        "schema_version": SCHEMA_VERSION,
-        "onnxopt_version": onnxopt.__version__,
-        "created_utc": utc_now(),
+        **header("tune"),
         "command": command,
-        "model": {"path": str(model), "digest": bundles["model"].digest, "bytes": model_file_bytes(model)},
+        "model": str(model),
+        "model_digest": bundles["model"].digest,
+        "model_bytes": model_file_bytes(model),
+        "objectives": objectives_for(budget.objective),
         "data": _bundle_info(bundles["data"]),
         "calib": _bundle_info(bundles["calib"]),
         "settings": {**budget.as_dict(), **settings, **{f"trial_{k}": v for k, v in limits.items()},
@@ -365,8 +369,7 @@ def _document(model: Path, bundles: dict[str, FileBundle | None], budget: Budget
                      "time_budget_s": time_budget_s, "strategy_batch": strategy_batch},
         "space": {**space.describe(), "presets": {name: (c.key if (c := space.from_pipeline(items)) else None)
                                                    for name, items in PRESETS.items()}},
-        "axes": {"objective": OBJECTIVE_FIELDS[budget.objective], "error": "error", "metric": budget.metric},
-        "trials": records,
+        "trials": [ordered_trial(record) for record in records],
         "front": [record["key"] for record in front],
         "best": None if winner is None else {
             "key": winner["key"], "index": winner["index"], "config": winner["config"],

@@ -24,13 +24,24 @@ def test_tune_writes_the_best_model_the_report_and_prints_the_front(tmp_path: Pa
     result = CliRunner().invoke(cli, ["tune", *DIGITS, "-o", str(tmp_path / "best.onnx"), "--metric", "accuracy",
                                       "--max-error", "0.005", "--objective", "size", "--search-passes", "fp16",
                                       "--trials", "3", "--runs", "10", "--cache-dir", str(tmp_path / "cache"),
-                                      "--report", str(tmp_path / "tune.json")])
+                                      "--report", str(tmp_path / "tune.html")])
     assert result.exit_code == 0, result.output
     assert "Pareto front" in result.output and "★" in result.output and "wrote" in result.output
-    document = json.loads((tmp_path / "tune.json").read_text())
-    assert document["kind"] == "tune" and len(document["trials"]) == 3
-    assert document["command"].startswith("onnxopt")
     onnx.checker.check_model(onnx.load(str(tmp_path / "best.onnx")))
+    page = (tmp_path / "tune.html").read_text()
+    # The report package's tune page: the error-vs-size scatter, every trial a point, the best named.
+    assert "error vs size_bytes" in page and page.count("class='point") + page.count('class="point') >= 2
+    assert "best within budget" in page and "fp16" in page
+    again = CliRunner().invoke(cli, ["tune", *DIGITS, "-o", str(tmp_path / "best.onnx"), "--metric", "accuracy",
+                                     "--max-error", "0.005", "--objective", "size", "--search-passes", "fp16",
+                                     "--trials", "3", "--runs", "10", "--cache-dir", str(tmp_path / "cache"),
+                                     "--report", str(tmp_path / "tune.json")])
+    assert again.exit_code == 0 and "3 cached" in again.output
+    document = json.loads((tmp_path / "tune.json").read_text())
+    assert document["kind"] == "tune" and len(document["trials"]) == 3 and document["command"].startswith("onnxopt")
+    rendered = CliRunner().invoke(cli, ["report", str(tmp_path / "tune.json"), "-o", str(tmp_path / "again.html")])
+    assert rendered.exit_code == 0, rendered.output
+    assert "error vs size_bytes" in (tmp_path / "again.html").read_text()
 
 
 def test_tune_exits_1_when_nothing_meets_the_budget(tmp_path: Path) -> None:
@@ -47,7 +58,7 @@ def test_tune_exits_1_when_nothing_meets_the_budget(tmp_path: Path) -> None:
     ([], "fidelity budget"),
     (["--max-error", "0.01", "--executor", "cluster"], "unknown executor"),
     (["--max-error", "0.01", "--time-budget", "soon"], "--time-budget"),
-    (["--max-error", "0.01", "--report", "r.html"], "onnxopt report"),
+    (["--max-error", "0.01", "--report", "r.txt"], ".json, .md or .html"),
     (["--max-error", "0.01", "--search-passes", "nope"], "unknown pass"),
     (["--min-metric", "0.9", "--metric", "rel_l2"], "--min-metric"),
 ])
