@@ -14,7 +14,9 @@ trial count against the full grid come from tune's report.
     python -m bench.tune                         # both models, 24 trials each
     python -m bench.tune --models digits --trials 12
 
-Writes ``bench/results/tune.md`` and ``tune.json``.
+Writes ``bench/results/tune.md`` and ``tune.json``, and per model the tune report as HTML
+(``tune_<model>.html``, the report package's page) and its error-vs-objective scatter with
+the Pareto front ringed as a standalone SVG (``tune_<model>_scatter.svg``, for the README).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from onnxopt.api import optimize
 from onnxopt.benchmark import BenchConfig, benchmark
 from onnxopt.data import make_feeds
 from onnxopt.model_io import model_file_bytes, read_proto
+from onnxopt.report import write_report
 from onnxopt.runtime import create_session, run_session
 from onnxopt.tune.hosts import hardware_label, host_tags
 from onnxopt.tune.objective import labels_for, measure_fidelity
@@ -235,6 +238,15 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "tune.json").write_text(json.dumps({"host": tags, "load_average": load, "results": results},
                                                    indent=1, default=str) + "\n")
     (args.out / "tune.md").write_text(_markdown(results, args, tags, load))
+    for name, result in results.items():
+        write_report(result["tune"], args.out / f"tune_{name}.html")
+        page = (args.out / f"tune_{name}.html").read_text()
+        start = page.find("<svg")
+        if start >= 0:
+            svg = page[start:page.index("</svg>", start) + len("</svg>")]
+            if "xmlns=" not in svg[:200]:
+                svg = svg.replace("<svg", "<svg xmlns='http://www.w3.org/2000/svg'", 1)
+            (args.out / f"tune_{name}_scatter.svg").write_text(svg + "\n")
     for name, result in results.items():
         print(f"{name}:", *(" | ".join(row) for row in front_rows(result["tune"])), sep="\n  ")
         print(*_checks(name, result), sep="\n")
