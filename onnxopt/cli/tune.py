@@ -7,7 +7,6 @@ the budget (its model is written), 1 when none did, 2 on bad input.
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from rich.table import Table
 from onnxopt.cli.console import parse_shapes, stderr
 from onnxopt.cli.errors import EXIT_VERIFICATION_FAILED, handle_errors
 from onnxopt.errors import BadInputError
+from onnxopt.report.jsonio import to_json
 from onnxopt.tune.objective import METRICS, OBJECTIVES
 from onnxopt.tune.results import FRONT_COLUMNS, front_rows
 
@@ -106,7 +106,8 @@ def render_front(document: dict[str, Any]) -> Table:
 @click.option("--trial-memory-mb", type=float, help="Address-space limit of a trial process.")
 @click.option("--keep-models", type=click.Choice(["front", "all", "none"]), default="front", show_default=True,
               help="Which trial models stay in the cache.")
-@click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write the report (.json or .md).")
+@click.option("--report", "report_path", type=click.Path(path_type=Path),
+              help="Write the report (.json, .md or .html).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of tables.")
 @handle_errors
 def tune(model: Path, output: Path, data: Path | None, calib: Path | None, metric: str, max_error: float | None,
@@ -147,7 +148,7 @@ def tune(model: Path, output: Path, data: Path | None, calib: Path | None, metri
                           keep_models=keep_models, report=report_path, command=command, progress=on_event)
     document = result.document
     if as_json:
-        click.echo(json.dumps(document, indent=1, default=str))
+        click.echo(to_json(document), nl=False)
     else:
         console = Console() if sys.stdout.isatty() else Console(width=200)
         console.print(render_front(document))
