@@ -345,23 +345,27 @@ class SearchSpace:
         return self.canonical(steps)
 
     def budget_children(self, config: Config) -> list[Config]:
-        """The configuration with each pass's error-budget option set to its candidate budgets.
+        """The configuration with a pass's error-budget option at its next tighter candidate.
 
         This is the sensitivity-guided move: a pass given ``max_error`` measures which of its
-        layers hurt the outputs most and keeps them in float until the budget holds.
+        layers hurt the outputs most and keeps them in float until the budget holds. No
+        budget yet: the loosest candidate (the user's budget itself); a budget that still
+        missed on the evaluation DATA (the pass measured on the calibration DATA): the next
+        tighter one. One child per pass, so a miss costs one trial at a time.
         """
         children = []
         for step in config.steps:
             space = self.passes[step.name]
             budget = space.spec.error_budget
-            if budget is None or step.option_dict().get(budget.option):
+            if budget is None:
                 continue
-            for value in space.values.get(budget.option, ()):
-                if value:
-                    changed = space.canonical({**step.option_dict(), budget.option: value})
-                    child = self._with(config, space.group, changed)
-                    if child.key != config.key:
-                        children.append(child)
+            current = step.option_dict().get(budget.option) or math.inf
+            tighter = [value for value in space.values.get(budget.option, ()) if value and value < current]
+            if tighter:
+                changed = space.canonical({**step.option_dict(), budget.option: max(tighter)})
+                child = self._with(config, space.group, changed)
+                if child.key != config.key:
+                    children.append(child)
         return children
 
     def features(self, config: Config) -> list[str]:

@@ -8,9 +8,11 @@ best configuration, on ``local``, ``process:N`` and ``ray``.
 1. **Start**: the cleanup-only baseline and every preset that belongs to the space (the
    presets are what a user would try by hand; the search must end no worse than them).
 2. **Refine**, every later batch fills its slots in this order:
-   - *sensitivity*: a trial that ran but missed the fidelity budget is retried with its
-     pass's error-budget option set (``qdq``'s ``max_error``: the pass scores each layer's
-     sensitivity and keeps the worst in float until the budget holds);
+   - *sensitivity*: a trial that ran but missed the fidelity budget, and is clearly better
+     on the objective than the best feasible trial so far, is retried with its pass's
+     error-budget option set (``qdq``'s ``max_error``: the pass scores each layer's
+     sensitivity and keeps the worst in float until the budget holds) — the user's budget
+     first, a tighter one if that still misses on the evaluation DATA;
    - *neighbours* of the best trials: one option changed, or one pass switched, added or
      dropped (options in the order the pass declared them, ranked by the model below once
      it has data);
@@ -135,6 +137,12 @@ class Strategy:
                   and not any(v.startswith(("latency", "size")) for v in self.budget.violations(r))]
         if limit is not None:  # hopeless misses (ten times over) are not worth a trial each
             misses = [r for r in misses if r.get("error") is not None and r["error"] <= 10 * max(limit, 1e-12)]
+        # Keeping layers in float only ever costs speed and size: a miss that is not clearly
+        # better than the best feasible trial already cannot win after its fallback.
+        leader = next(iter(rank(history, self.budget)), None)
+        if leader is not None:
+            ceiling = self.budget.objective_value(leader) / (1 + (self.budget.margin if self.budget.noisy() else 0.0))
+            misses = [r for r in misses if self.budget.objective_value(r) < ceiling]
         misses.sort(key=lambda r: (self.budget.objective_value(r), r["key"]))
         return [Proposal(child, "sensitivity", (record["key"],))
                 for record in misses for child in self.space.budget_children(configs[record["key"]])]

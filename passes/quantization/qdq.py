@@ -197,14 +197,15 @@ class QdqPass(Pass):
 
     @classmethod
     def search_space(cls) -> SearchSpec:
-        """For ``onnxopt tune``: static (auto, with DATA) or dynamic, per-channel, smoothing, S8S8, calibration,
-        and the user's error budget handed to the sensitivity fallback (``max_error``)."""
+        """For ``onnxopt tune``: static (auto, with DATA) or dynamic, per-channel, whether to keep float the
+        nodes not timed faster (the tuner times the whole model), smoothing, S8S8, calibration, and the
+        user's error budget handed to the sensitivity fallback (``max_error``)."""
         static = {"mode": ("auto", "static")}
         return SearchSpec(
             group="precision", stage=60,
-            options={"mode": ("auto", "dynamic"), "per_channel": (True, False), "smooth_alpha": (0.5, 0.0),
-                     "activation_type": ("auto", "int8"), "method": ("percentile", "minmax", "entropy", "mse"),
-                     "percentile": (99.999, 99.99)},
+            options={"mode": ("auto", "dynamic"), "per_channel": (True, False), "only_if_faster": (True, False),
+                     "smooth_alpha": (0.5, 0.0), "activation_type": ("auto", "int8"),
+                     "method": ("percentile", "minmax", "entropy", "mse"), "percentile": (99.999, 99.99)},
             conditions={"activation_type": static, "method": static, "percentile": {"method": ("percentile",)}},
             error_budget=ErrorBudget(option="max_error", metric_option="error_metric", metrics=ERROR_METRICS,
                                      user_metric_option="metric", fractions=(1.0, 0.5), proxy_values=(0.05, 0.02)),

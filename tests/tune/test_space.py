@@ -67,8 +67,10 @@ def test_the_budget_reaches_passes_that_take_one():
     budgeted = space().canonical([("qdq", {"max_error": 0.005})])
     assert budgeted.key == "qdq:error_metric=cosine:max_error=0.005"
     children = space().budget_children(space().canonical([("qdq", {})]))
-    assert [c.key for c in children] == ["qdq:error_metric=cosine:max_error=0.005",
-                                         "qdq:error_metric=cosine:max_error=0.0025"]
+    assert [c.key for c in children] == ["qdq:error_metric=cosine:max_error=0.005"]  # the user's budget first
+    tighter = space().budget_children(children[0])
+    assert [c.key for c in tighter] == ["qdq:error_metric=cosine:max_error=0.0025"]  # then a tighter one
+    assert space().budget_children(tighter[0]) == []
     accuracy = SearchSpace.from_registry(all_passes(), PRESETS["default"], BudgetLink("accuracy", None))
     assert accuracy.passes["qdq"].values["max_error"] == (0.0, 0.05, 0.02) and not accuracy.passes["qdq"].linked
     user = SearchSpace.from_registry(all_passes(), PRESETS["default"], BudgetLink("python:mod:fn", 0.1))

@@ -107,6 +107,7 @@ def test_a_smaller_search_is_a_prefix_of_a_larger_one(digits):
 
 
 def test_a_budget_miss_is_refined_with_the_pass_sensitivity_budget(digits):
+    # Only misses that could beat the best feasible trial are refined: keeping layers in float never speeds up.
     # int8 misses the 0.005 budget (error 0.007): the pass's own budget option fixes it.
     result = _search(digits, SimulatedExecutor(qdq_error=0.007), trials=12)
     phases = {t["key"]: t["phase"] for t in result.trials}
@@ -153,3 +154,22 @@ def test_without_the_margin_the_same_noise_does_change_the_winner(digits):
     winners = {_search(digits, SimulatedExecutor(noise_seed=seed, noise=0.015), margin=0.0).best["key"]
                for seed in range(4)}
     assert len(winners) > 1  # what the band protects against
+
+
+def test_only_misses_that_could_win_are_refined():
+    from onnxopt.passes import PRESETS, all_passes
+    from onnxopt.tune.space import BudgetLink, SearchSpace
+    from onnxopt.tune.strategy import Strategy
+
+    space = SearchSpace.from_registry(all_passes(), PRESETS["default"], BudgetLink("cosine", 0.005))
+    budget = Budget(metric="cosine", max_error=0.005)
+    configs = {c.key: c for c in (space.canonical([("qdq", {})]), space.canonical([("fp16", {})]))}
+    strategy = Strategy(space, PRESETS, budget)
+
+    def history(fp16_latency: float) -> list[dict[str, Any]]:
+        return [{**_record("qdq", 0.45, 0.007), "config": configs["qdq"].as_list()},
+                {**_record("fp16", fp16_latency, 1e-6), "config": configs["fp16"].as_list()}]
+
+    assert [p.config.key for p in strategy._sensitivity(history(1.0), configs)] == [
+        "qdq:error_metric=cosine:max_error=0.005"]
+    assert strategy._sensitivity(history(0.46), configs) == []  # the fallback could only be slower than fp16
