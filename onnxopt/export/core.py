@@ -132,11 +132,6 @@ def export(
             if feeds and ort_result.comparison is not None:
                 result.check = {"runtime": "onnxruntime (CPU), same optimization level", "feeds": len(feeds),
                                 **ort_result.comparison.as_dict()}
-                if not ort_result.identical:
-                    raise VerificationError(
-                        f"{output.name} is written but differs from the ONNX model at the same optimization level "
-                        f"(max abs error {ort_result.comparison.max_abs:.3g})"
-                    )
         else:
             build = build_engine(prepared, output, options.shape_ranges, options.workspace_bytes)
             result.bytes_written = build.bytes_written

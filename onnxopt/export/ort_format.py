@@ -32,7 +32,7 @@ import numpy as np
 import onnxruntime as ort
 
 from onnxopt.atomic_files import staged_outputs
-from onnxopt.errors import BadInputError, RuntimeLoadError
+from onnxopt.errors import BadInputError, RuntimeLoadError, VerificationError
 from onnxopt.verify import Comparison, compare_runs
 
 logger = logging.getLogger(__name__)
@@ -261,6 +261,11 @@ def export_ort(onnx_path: Path, output: Path, options: OrtOptions,
             result.comparison = compare_runs(reference, loaded)
             result.unoptimized_comparison = compare_runs(_run(onnx_path, options, feeds, "disabled"), loaded)
             result.feeds = len(feeds)
+            if not result.identical:
+                raise VerificationError(
+                    f"the .ort differs from the ONNX model at the same optimization level "
+                    f"(max abs error {result.comparison.max_abs:.3g}); nothing written"
+                )
         with staged_outputs([output, config_target]) as (model_temp, config_temp):
             model_temp.write_bytes(model_path.read_bytes())
             config_temp.write_text(config_text)
