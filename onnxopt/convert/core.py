@@ -129,6 +129,19 @@ def _tidy(proto: onnx.ModelProto, loaded: LoadedSource, agreement: Agreement | N
     return proto
 
 
+def _name_dims(proto: onnx.ModelProto, specs: list[InputSpec]) -> None:
+    """Give dynamic input dims the names the signature used (converters often leave them anonymous)."""
+    by_name = {spec.name: spec for spec in specs}
+    for value in proto.graph.input:
+        spec = by_name.get(value.name)
+        dims = value.type.tensor_type.shape.dim
+        if spec is None or len(dims) != len(spec.shape):
+            continue
+        for dim, wanted in zip(dims, spec.shape, strict=True):
+            if isinstance(wanted, str) and not dim.HasField("dim_value"):
+                dim.dim_param = wanted
+
+
 def _feeds(loaded: LoadedSource, proto: onnx.ModelProto, options: ConvertOptions) -> tuple[list[dict], str]:
     if options.data is not None:
         feeds = make_feeds(proto, options.data, options.batch_size, options.shapes, max_batches=options.max_batches)
@@ -164,6 +177,7 @@ def convert(
     specs = merge_specs(loaded.inputs, options.inputs, path.name, loaded.renamable_inputs)
     proto = loaded.to_onnx(specs, options.opset)
     proto = _tidy(proto, loaded)
+    _name_dims(proto, specs)
     check_proto(proto, f"{path.name} converted by {loaded.converter}")
     feeds, feed_source = _feeds(loaded, proto, options)
     agreement = check_agreement(loaded, proto, feeds, feed_source, options.rtol)

@@ -33,6 +33,11 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def _keep_alive(owner: Any) -> Any:
+    """Referenced from closures so the loaded SavedModel (owner of the variables) is not collected."""
+    return owner
+
+
 def _spec_of(name: str, tensor_spec: Any) -> InputSpec:
     shape = tuple(None if dim is None else int(dim) for dim in tensor_spec.shape)
     return InputSpec(name, np.dtype(tensor_spec.dtype.as_numpy_dtype), shape)
@@ -83,6 +88,7 @@ def load_saved_model(path: Path, signature: str | None = None) -> LoadedSource:
     names = [spec.name for spec in specs]
 
     def reference(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        _keep_alive(loaded)  # the signature's variables live as long as the loaded object
         result = function(**{name: tf.constant(feed[name]) for name in names})
         return {name: value.numpy() for name, value in result.items()}
 
@@ -91,6 +97,7 @@ def load_saved_model(path: Path, signature: str | None = None) -> LoadedSource:
 
         @tf.function(input_signature=tf_specs, autograph=False)
         def serve(*args: Any) -> Any:
+            _keep_alive(loaded)  # the SavedModel's variables must outlive tf2onnx's tracing
             return function(**dict(zip(names, args, strict=True)))
 
         return _convert_function(tf2onnx, serve, tf_specs, opset, path)
