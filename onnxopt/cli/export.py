@@ -62,7 +62,9 @@ def print_export(summary: dict[str, Any]) -> None:
         stdout.print(f"TensorRT {engine['tensorrt']}: {engine['precision']} engine built in "
                      f"{engine['build_seconds']:.1f} s")
     check = summary.get("check")
-    if check:
+    if check and "skipped" in check:
+        stdout.print(f"not checked: {check['skipped']}")
+    elif check:
         verdict = "bit-identical" if check["identical"] else f"max abs error {check['max_abs_error']:.3g}"
         stdout.print(f"checked on {check['runtime']} over {check['feeds']} feeds: {verdict}, "
                      f"min cosine {check['min_cosine']:.6f}")

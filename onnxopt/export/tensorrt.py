@@ -238,6 +238,17 @@ def build_engine(
     return EngineBuild(output, precision, profiles, seconds, written, str(trt.__version__))
 
 
+def engine_runner_missing() -> str | None:
+    """Why ``run_engine`` cannot run here (it allocates device buffers through PyTorch's CUDA), or None."""
+    try:
+        import torch
+    except ImportError:
+        return "running an engine needs PyTorch with CUDA for device buffers"
+    if not torch.cuda.is_available():
+        return "running an engine needs a CUDA GPU, and PyTorch sees none"
+    return None
+
+
 def run_engine(engine_path: Path, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
     """Run a serialized engine on feeds (device buffers through PyTorch's CUDA allocator)."""
     trt = require_tensorrt()

@@ -94,6 +94,9 @@ def test_joblib_file_converts_with_trust(tmp_path: Path) -> None:
     source = tmp_path / "model.joblib"
     joblib.dump(pipeline, source)
     assert invoke("convert", source, "--trust-pickle", "-o", tmp_path / "model.onnx").exit_code == 0
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    label, _ = session.run(None, {"X": x_test.astype(np.float32)})
+    np.testing.assert_array_equal(label, pipeline.predict(x_test))
 
 
 def test_pickle_without_trust_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
