@@ -69,6 +69,21 @@ def _convert_function(tf2onnx: Any, function: Any, specs: list[Any], opset: int,
     return proto
 
 
+def _rename_outputs(proto: onnx.ModelProto, names: list[str]) -> None:
+    """Name graph outputs after the Keras model's outputs (tf2onnx names them ``Identity:0``…)."""
+    if len(names) != len(proto.graph.output) or len(set(names)) != len(names):
+        return
+    existing = {value.name for value in proto.graph.value_info} | {value.name for value in proto.graph.input}
+    existing |= {output for node in proto.graph.node for output in node.output}
+    renames = {value.name: name for value, name in zip(proto.graph.output, names, strict=True)
+               if value.name != name and name not in existing}
+    for node in proto.graph.node:
+        node.output[:] = [renames.get(output, output) for output in node.output]
+        node.input[:] = [renames.get(value, value) for value in node.input]
+    for value in proto.graph.output:
+        value.name = renames.get(value.name, value.name)
+
+
 def load_saved_model(path: Path, signature: str | None = None) -> LoadedSource:
     """Load a SavedModel folder and pick one serving signature."""
     tf = require("tensorflow", "converting a TensorFlow SavedModel")
@@ -146,7 +161,9 @@ def load_keras(path: Path) -> LoadedSource:
         def serve(*args: Any) -> Any:
             return model(list(args) if len(args) > 1 else args[0], training=False)
 
-        return _convert_function(tf2onnx, serve, tf_specs, opset, path)
+        proto = _convert_function(tf2onnx, serve, tf_specs, opset, path)
+        _rename_outputs(proto, [str(name) for name in getattr(model, "output_names", None) or []])
+        return proto
 
     return LoadedSource(
         path=path,
