@@ -55,6 +55,8 @@ _BUILTIN_MODULES: list[str] = [
     "fp16:Fp16Pass",
     "qdq:QdqPass",
     "quantize_embeddings:QuantizeEmbeddings",
+    "fastconv.fast_conv:FastConv",
+    "fastconv.strassen:StrassenMatMul",
 ]
 
 

@@ -140,7 +140,10 @@ class WinogradKernel final : public ConvKernel {
       table_->winograd_pack(shape, in.w, per_call.data());
       packed = per_call.data();
     }
-    OrtParallel par(api_, context);
+    const double alpha = tile_ + 2;
+    const double tiles =
+        double(shape.n) * std::ceil(double(shape.out_h()) / tile_) * std::ceil(double(shape.out_w()) / tile_);
+    OrtParallel par(api_, context, 2.0 * alpha * alpha * tiles * double(shape.c) * double(shape.k));
     table_->winograd_run(shape, in.x, packed, epi, y, par);
     count_call(op_.name, table_->name);
   }
@@ -209,8 +212,9 @@ class FftKernel final : public ConvKernel {
                                                : std::vector<int64_t>{spec.n, spec.k, spec.out_h(), spec.out_w()};
     const Epilogue epi = epilogue(in, out_shape);
     float* y = api_.output(context, 0, out_shape);
-    OrtParallel par(api_, context);
-    std::shared_ptr<const FftConvPlan> plan = plan_for(spec, in.w, par);
+    OrtParallel prepare_par(api_, context, OrtParallel::kSerialFlops);  // one-off work: always the pool
+    std::shared_ptr<const FftConvPlan> plan = plan_for(spec, in.w, prepare_par);
+    OrtParallel par(api_, context, fft_cost(spec, plan->lh, plan->lw));
     table_->fft_conv_run(*plan, in.x, epi, y, par);
     count_call(op_.name, table_->name);
   }

@@ -150,7 +150,7 @@ class StrassenKernel final : public KernelBase {
     std::vector<int64_t> out_shape(a_shape.begin(), a_shape.end() - 1);
     out_shape.push_back(n_);
     float* y = api_.output(context, 0, out_shape);
-    OrtParallel par(api_, context);
+    OrtParallel par(api_, context, 2.0 * double(m) * double(k_) * double(n_));
     const int64_t unit = int64_t{1} << levels_;
     const int64_t mp = (m + unit - 1) / unit * unit;
     const float* lhs = api_.data(a);

@@ -53,17 +53,26 @@ class Api {
   const OrtApi* api_;
 };
 
-// onnxruntime's intra-op thread pool, through KernelContext_ParallelFor.
+// onnxruntime's intra-op thread pool, through KernelContext_ParallelFor. Work too small to amortise
+// waking the pool (`flops` below kSerialFlops) runs on the calling thread instead.
 class OrtParallel final : public Parallel {
  public:
-  OrtParallel(const Api& api, const OrtKernelContext* context) : api_(api), context_(context) {}
+  static constexpr double kSerialFlops = 4e6;
+
+  OrtParallel(const Api& api, const OrtKernelContext* context, double flops)
+      : api_(api), context_(context), serial_(flops < kSerialFlops) {}
   void run(size_t total, void (*fn)(void*, size_t), void* user) const override {
+    if (serial_) {
+      for (size_t i = 0; i < total; ++i) fn(user, i);
+      return;
+    }
     api_.parallel_for(context_, total, fn, user);
   }
 
  private:
   const Api& api_;
   const OrtKernelContext* context_;
+  bool serial_;
 };
 
 }  // namespace onnxopt
