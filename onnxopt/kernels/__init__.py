@@ -10,7 +10,8 @@ Use ``library_path()`` with ``SessionOptions.register_custom_ops_library``; onnx
 (``onnxopt.runtime``: bench, compare, ``--verify``) register it automatically. The library keeps call
 counters per op and instruction set (``calls()``), which is how tests prove a session used a kernel.
 
-Environment: ``ONNXOPT_KERNELS_LIBRARY`` points at a library to use instead of the installed one;
+Environment: ``ONNXOPT_KERNELS_LIBRARY`` points at a library to use instead of the installed one
+(``none``: behave as if the kernels were not built);
 ``ONNXOPT_KERNELS_ISA`` (avx512, avx2, generic, scalar) caps the instruction set of kernels created
 from then on (read by the library at kernel creation); ``ONNXOPT_KERNELS=0`` keeps onnxopt from
 registering the library in its sessions.
@@ -60,6 +61,8 @@ def _candidates() -> list[Path]:
 @functools.lru_cache(maxsize=1)
 def _find_library() -> str | None:
     override = os.environ.get(LIBRARY_ENV)
+    if override and override.strip().lower() == "none":
+        return None
     if override:
         if Path(override).is_file():
             return str(Path(override).resolve())

@@ -80,32 +80,35 @@ class FastConv(Pass):
         options: FastConvOptions = self.options  # type: ignore[assignment]
         _check_options(options)
         target = options.target or ctx.target
-        decisions: list[dict] = []
         infos = infer_tensor_infos(model)
         counts = use_counts(model.graph)
         claimed: set[int] = set()
-        patterns: list[ConvPattern] = []
+        matched: list[ConvPattern | dict] = []  # graph order: a pattern to decide, or a refusal already decided
         for conv in find_convs(model):
             if id(conv) in claimed:
                 continue
             try:
                 pattern = match_conv(conv, model, infos, counts, _batch(model, options, ctx), options.fuse)
             except Refused as reason:
-                decisions.append(_kept(conv, str(reason)))
+                matched.append(_kept(conv, str(reason)))
                 continue
             if any(id(node) in claimed for node in pattern.nodes):
-                decisions.append(_kept(conv, "its Add/activation belongs to another fused pattern"))
+                matched.append(_kept(conv, "its Add/activation belongs to another fused pattern"))
                 continue
             claimed.update(id(node) for node in pattern.nodes)
-            patterns.append(pattern)
+            matched.append(pattern)
         chooser = _Chooser(options, target)
         taken = all_tensor_names(model.graph)
         replaced: dict[str, int] = {}
-        for pattern in patterns:
-            decision = chooser.decide(pattern)
+        decisions: list[dict] = []
+        for item in matched:
+            if isinstance(item, dict):
+                decisions.append(item)
+                continue
+            decision = chooser.decide(item)
             decisions.append(decision)
             if decision["decision"] != "keep":
-                replace_pattern(model, pattern, decision["decision"], taken)
+                replace_pattern(model, item, decision["decision"], taken)
                 replaced[decision["decision"]] = replaced.get(decision["decision"], 0) + 1
         if replaced:
             model.graph.toposort()
@@ -143,7 +146,8 @@ def _batch(model: Model, options: FastConvOptions, ctx: PassContext) -> int:
 
 
 def _kept(conv, reason: str, pattern: ConvPattern | None = None) -> dict:
-    entry = {"node": conv.name, "decision": "keep", "reason": reason, "candidates": {}}
+    entry = {"node": conv.name, "output": conv.outputs[0].name, "decision": "keep", "reason": reason,
+             "candidates": {}}
     if pattern is not None:
         entry.update({"fused": pattern.label, "shape": pattern.describe()})
     return entry
