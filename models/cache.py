@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 MODELS_DIR = Path(__file__).resolve().parent
 # Modules whose source defines the graphs; evaluation and caching code do not change a model.
 _BUILDER_SOURCES = ("builder.py", "transformer.py", "convnet.py", "minilm.py", "resnet.py", "mobilenet.py",
-                    "bert.py", "gpt2.py", "large_mlp.py", "audio_conv.py", "large_kernel.py")
+                    "bert.py", "gpt2.py", "large_mlp.py")
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,6 @@ RECIPES: dict[str, Recipe] = {
     "bert": Recipe("models.bert"),
     "gpt2": Recipe("models.gpt2"),
     "large_mlp": Recipe("models.large_mlp"),
-    "audio_conv": Recipe("models.audio_conv"),
-    "large_kernel": Recipe("models.large_kernel"),
 }
 
 
