@@ -62,7 +62,8 @@ def main() -> None:
                 reference = reference_output(pattern, feed)
                 fast = run_session(make_session(candidate_island(pattern, algorithm), config), feed)["y"]
                 entry = {"isa": isa, "algorithm": algorithm, "input": list(x_shape), "weight": list(w_shape),
-                         "seed": seed, "rel_max": relative_error(fast, reference), "rel_rms": rms_error(fast, reference)}
+                         "seed": seed, "rel_max": relative_error(fast, reference),
+                         "rel_rms": rms_error(fast, reference)}
                 if isa == kernels.supported_isas()[0]:
                     base = run_session(make_session(original_island(pattern), config), feed)["y"]
                     entry.update(ort_rel_max=relative_error(base, reference), ort_rel_rms=rms_error(base, reference))
@@ -75,9 +76,10 @@ def main() -> None:
         ort_side = [m for m in mine if "ort_rel_max" in m]
         per_isa = ", ".join(f"{isa} {max(m['rel_max'] for m in mine if m['isa'] == isa):.1e}"
                             for isa in kernels.supported_isas())
-        rows.append([algorithm, f"{max(m['rel_max'] for m in mine):.2e}", f"{np.median([m['rel_max'] for m in mine]):.2e}",
-                     f"{max(m['rel_rms'] for m in mine):.2e}", per_isa,
-                     f"{max(m['ort_rel_max'] for m in ort_side):.2e}", f"{max(m['ort_rel_rms'] for m in ort_side):.2e}"])
+        rows.append([algorithm, f"{max(m['rel_max'] for m in mine):.2e}",
+                     f"{np.median([m['rel_max'] for m in mine]):.2e}", f"{max(m['rel_rms'] for m in mine):.2e}",
+                     per_isa, f"{max(m['ort_rel_max'] for m in ort_side):.2e}",
+                     f"{max(m['ort_rel_rms'] for m in ort_side):.2e}"])
     detail = []
     for m in measurements:
         if m["isa"] == kernels.supported_isas()[0]:

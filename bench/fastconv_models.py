@@ -92,7 +92,8 @@ def main() -> None:
             continue
         base_path, fast_path, stats = optimize(name, size, args.threads)
         config = TimingConfig(threads=args.threads, rounds=args.rounds, min_round_seconds=0.05)
-        sessions = {"baseline": make_session_from(base_path, config), "fast-conv": make_session_from(fast_path, config)}
+        sessions = {"baseline": make_session_from(base_path, config),
+                    "fast-conv": make_session_from(fast_path, config)}
         times = time_variants(sessions, inputs(1, 0), config)
         quality = fidelity(base_path, fast_path, inputs)
         base, fast = times["baseline"], times["fast-conv"]
