@@ -46,8 +46,17 @@ def _passes(names: list[str], fast_conv: dict | None) -> list:
     return instances
 
 
+def source_path(name: str, size: str) -> Path:
+    """ResNet-18 from the shared model cache; the fastconv sample models built into bench/out."""
+    if name == "resnet18":
+        return cached_model(name, size)
+    module = {"audio_conv": audio_conv, "large_kernel": large_kernel}[name]
+    OUT.mkdir(parents=True, exist_ok=True)
+    return module.build(OUT / f"{name}-{size}.onnx", size=size)
+
+
 def optimize(name: str, size: str, threads: int) -> tuple[Path, Path, dict]:
-    source = load(cached_model(name, size))
+    source = load(source_path(name, size))
     baseline, _ = PassManager(_passes(CLEANUP, None)).run(source.copy())
     fast, report = PassManager(_passes(CLEANUP, {"threads": threads})).run(source.copy())
     OUT.mkdir(parents=True, exist_ok=True)
@@ -113,8 +122,8 @@ def main() -> None:
             measured = {k: v for k, v in decision["candidates"].items() if v.get("eligible") and "speedup" in v}
             layer_rows.append([name, decision["node"], decision["fused"], decision["shape"]["input"],
                                decision["shape"]["weight"], decision.get("baseline_ms", ""),
-                               ", ".join(f"{k} {v['speedup']:.2f}x ({v['rel_error']:.0e})" for k, v in measured.items()),
-                               chosen])
+                               ", ".join(f"{k} {v['speedup']:.2f}x ({v['rel_error']:.0e})"
+                                         for k, v in measured.items()), chosen])
         logger.info("%s: %.2fx (median) %.2fx (best)", name, speedup_median, speedup_best)
     text = "# fast-conv end to end\n\n" + header(
         "python -m bench.fastconv_models" + (f" --only {args.only}" if args.only else ""),
