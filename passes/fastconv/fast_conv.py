@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 ALGORITHMS = ("winograd2", "winograd4", "winograd6", "fft")
 GPU_TARGETS = ("ort-cuda", "tensorrt")
 MODES = ("measure", "rules")
+# Candidates whose pessimistic ratios are within this fraction of the fastest count as tied (noise).
+TIE_MARGIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -223,18 +225,26 @@ class _Chooser:
         times = self.cache[key]
         entry["baseline_ms"] = round(times["original"].median_ms, 4)
         entry["baseline_rel_error"] = errors["original"]
-        best, best_ratio = "", 1.0 / self.options.min_speedup
+        winners = []
         for name in allowed:
             measured = times[name]
             table[name].update(measured.as_dict(), speedup=round(1.0 / measured.ratio, 3), rel_error=errors[name])
             if errors[name] > self.options.max_rel_error:
                 table[name]["rejected"] = f"error {errors[name]:.2e} > max_rel_error {self.options.max_rel_error:g}"
                 continue
-            if measured.ratio <= best_ratio:
-                best, best_ratio = name, measured.ratio
+            if measured.ratio <= 1.0 / self.options.min_speedup:
+                winners.append(name)
+        best, best_ratio = "", 1.0
+        if winners:
+            fastest = min(times[name].ratio for name in winners)
+            # Within TIE_MARGIN of the fastest, timing noise cannot rank them: take the most accurate.
+            close = [name for name in winners if times[name].ratio <= fastest * (1.0 + TIE_MARGIN)]
+            best = min(close, key=lambda name: (errors[name], times[name].ratio))
+            best_ratio = times[best].ratio
         if best:
             entry.update(decision=best, rel_error=errors[best],
-                         reason=f"{1.0 / best_ratio:.2f}x faster (pessimistic of median and best-round ratios)")
+                         reason=f"{1.0 / best_ratio:.2f}x faster (pessimistic of median and best-round ratios; "
+                                f"the most accurate within {TIE_MARGIN:.0%} of the fastest)")
         else:
             entry["reason"] = f"no candidate {self.options.min_speedup:g}x faster within the error bound"
         return entry

@@ -18,11 +18,11 @@ from .match import ConvPattern
 # Relative max error vs float64 per algorithm, rounded up from bench/results/fastconv_errors.md.
 ERROR_BOUNDS = {"winograd2": 2e-6, "winograd4": 2e-5, "winograd6": 1e-4, "fft": 5e-6}
 
-WINOGRAD_MIN_CHANNELS = 32
+WINOGRAD_MIN_CHANNELS = 32  # 32 channels at 56 x 56: F(4,3) about 1.8x
 WINOGRAD_MIN_OUTPUT = 4  # output height and width
-FFT_MIN_TAPS_1D = 31
-FFT_MIN_TAPS_2D_DEPTHWISE = 49  # 7 x 7
-FFT_MIN_TAPS_2D_DENSE = 81  # 9 x 9
+FFT_MIN_TAPS_1D = 31  # 16 channels, 16000 samples: about 5x at 31 taps
+FFT_MIN_TAPS_2D_DEPTHWISE = 225  # 15 x 15 (13 x 13 broke even at 56 x 56 x 64, 7 x 7 was twice slower)
+FFT_MIN_TAPS_2D_DENSE = 81  # 9 x 9, 32 channels at 56 x 56: about 2-3x
 
 
 def rule_choice(pattern: ConvPattern, allowed: list[str], max_rel_error: float) -> tuple[str, str]:

@@ -28,7 +28,7 @@ def run_cli(*args: object, env: dict | None = None) -> subprocess.CompletedProce
 
 
 def test_optimize_with_fast_conv_verifies_and_reports_decisions(tmp_path: Path) -> None:
-    source = large_kernel.build(tmp_path / "block.onnx", size="tiny")
+    source = large_kernel.build(tmp_path / "block.onnx", size="small")
     out, report = tmp_path / "fast.onnx", tmp_path / "report.json"
     done = run_cli("optimize", source, "-o", out, "--passes", "fuse-conv-bn,fast-conv:mode=rules", "--verify",
                    "--report", report)
@@ -36,7 +36,7 @@ def test_optimize_with_fast_conv_verifies_and_reports_decisions(tmp_path: Path) 
     records = [r for r in json.loads(report.read_text())["passes"] if r["name"] == "fast-conv"]
     decisions = records[0]["stats"]["decisions"]
     assert [d["decision"] for d in decisions] == ["fft", "keep"]
-    assert decisions[0]["shape"]["weight"] == [16, 1, 7, 7] and decisions[0]["fused"] == "Conv+Relu"
+    assert decisions[0]["shape"]["weight"] == [32, 1, 15, 15] and decisions[0]["fused"] == "Conv+Relu"
     assert records[0]["status"] == "ok" and records[0]["max_rel_error"] < 1e-4
     ops = [node.op for node in load(out).graph.nodes]
     assert ops[0] == "FFTConvRelu"
@@ -56,7 +56,7 @@ def test_passes_lists_the_fastconv_family() -> None:
 
 
 def test_without_the_library_rules_still_rewrite_and_the_model_still_runs(tmp_path: Path) -> None:
-    source = large_kernel.build(tmp_path / "block.onnx", size="tiny")
+    source = large_kernel.build(tmp_path / "block.onnx", size="small")
     out = tmp_path / "fast.onnx"
     env = {"ONNXOPT_KERNELS_LIBRARY": "none"}
     done = run_cli("-v", "optimize", source, "-o", out, "--passes", "fast-conv:mode=rules", env=env)
@@ -68,7 +68,7 @@ def test_without_the_library_rules_still_rewrite_and_the_model_still_runs(tmp_pa
     record = next(r for r in json.loads((tmp_path / "r.json").read_text())["passes"] if r["name"] == "fast-conv")
     assert record["status"] == "unchanged"
     assert record["stats"]["decisions"][0]["reason"] == "kernel library unavailable: cannot measure"
-    inputs = large_kernel.sample_inputs("tiny")
+    inputs = large_kernel.sample_inputs("small")
     expected = run_session(create_session(source), inputs)["output"]
     actual = run_session(create_session(out, use_kernels=False), inputs)["output"]
     assert relative_error(actual, expected) < 1e-5

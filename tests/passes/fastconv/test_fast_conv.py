@@ -214,12 +214,13 @@ def test_fft_rules_on_long_1d_and_large_depthwise_kernels(tmp_path: Path) -> Non
     from models import audio_conv, large_kernel
     from onnxopt.model_io import load
 
-    for module, expected_ops in ((audio_conv, ["FFTConvRelu"] * 3), (large_kernel, ["FFTConvRelu"])):
-        path = module.build(tmp_path / f"{module.__name__}.onnx", size="tiny")
+    for module, size, expected_ops in ((audio_conv, "tiny", ["FFTConvRelu"] * 3),
+                                       (large_kernel, "small", ["FFTConvRelu"])):  # small: 15x15 depthwise
+        path = module.build(tmp_path / f"{module.__name__}.onnx", size=size)
         model = load(path)
         new, _result = run_fast_conv(model, mode="rules")
         assert [n.op for n in new.graph.nodes if n.domain == kernels.DOMAIN] == expected_ops
-        inputs = module.sample_inputs("tiny")
+        inputs = module.sample_inputs(size)
         expected = run_session(create_session(model), inputs)
         for use in (True, False):
             actual = run_session(create_session(new, use_kernels=use), inputs)
@@ -243,7 +244,8 @@ def test_measure_mode_records_times_errors_and_consistent_decisions() -> None:
         if decision["decision"] != "keep":
             chosen = measured[decision["decision"]]
             assert chosen["speedup"] >= 1.15 and chosen["rel_error"] <= 1e-4
-            assert chosen["speedup"] == max(c["speedup"] for c in measured.values() if c["rel_error"] <= 1e-4)
+            fastest = max(c["speedup"] for c in measured.values() if c["rel_error"] <= 1e-4)
+            assert chosen["speedup"] >= fastest / 1.05 - 1e-3  # ties within 5% go to the most accurate
         else:
             assert all(c["speedup"] < 1.15 or c["rel_error"] > 1e-4 for c in measured.values())
     replaced = [d for d in result.stats["decisions"] if d["decision"] != "keep"]
