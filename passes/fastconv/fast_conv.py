@@ -11,10 +11,12 @@ model runs anywhere; only a runtime with onnxopt's kernels gets the speed.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 
 import numpy as np
+import onnxruntime as ort
 
 from onnxopt import kernels
 from onnxopt.errors import BadInputError
@@ -36,6 +38,7 @@ logger = logging.getLogger(__name__)
 ALGORITHMS = ("winograd2", "winograd4", "winograd6", "fft")
 GPU_TARGETS = ("ort-cuda", "tensorrt")
 MODES = ("measure", "rules")
+METADATA_KEY = "onnxopt.fast-conv"
 # Candidates whose pessimistic ratios are within this fraction of the fastest count as tied (noise).
 TIE_MARGIN = 0.05
 
@@ -114,6 +117,10 @@ class FastConv(Pass):
                 replaced[decision["decision"]] = replaced.get(decision["decision"], 0) + 1
         if replaced:
             model.graph.toposort()
+            # What the decisions assumed of the hardware, for a later check against the deploying host.
+            model.metadata_props[METADATA_KEY] = json.dumps(
+                {"mode": options.mode, "target": target, "threads": options.threads, "isa": kernels.isa(),
+                 "onnxruntime": ort.__version__, "replaced": replaced}, sort_keys=True)
         stats = {
             "convs": len(decisions),
             "replaced": sum(replaced.values()),

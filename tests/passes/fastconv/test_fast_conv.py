@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,8 @@ def test_rules_mode_fuses_residual_blocks_into_winograd_ops() -> None:
     assert [d["fused"] for d in decisions] == ["Conv+Relu", "Conv+Add+Relu"]
     assert all(d["decision"] == "winograd4" and d["shape"]["weight"] == [32, 32, 3, 3] for d in decisions)
     assert not run_fast_conv(new, mode="rules")[1].modified  # nothing left to replace
+    assumed = json.loads(new.metadata_props["onnxopt.fast-conv"])  # what the decisions assumed of the host
+    assert assumed["mode"] == "rules" and assumed["target"] == "ort-cpu" and assumed["replaced"] == {"winograd4": 2}
 
 
 @needs_kernels
