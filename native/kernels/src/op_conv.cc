@@ -28,6 +28,8 @@ class ConvKernel : public KernelBase {
   ConvKernel(const OpDescriptor& op, const OrtApi* api, const OrtKernelInfo* info)
       : KernelBase(api), op_(op), table_(&select_table()) {
     pads_ = api_.attr_ints(info, "pads");
+    for (int64_t p : pads_)
+      if (p < 0) throw KernelError(std::string(op.name) + ": negative pads are not supported");
     lo_ = api_.attr_float(info, "clip_min", -INFINITY);
     hi_ = api_.attr_float(info, "clip_max", INFINITY);
     const size_t inputs = api_.info_input_count(info);
@@ -197,6 +199,7 @@ double fft_cost(const FftConvSpec& s, int64_t lh, int64_t lw) {
 }
 
 constexpr double kMaxSpectrumFloats = 16.0 * 1024 * 1024;  // 64 MiB of kernel spectra per plan at most
+constexpr size_t kMaxCachedPlans = 8;                        // input shapes whose spectra are kept per kernel
 
 class FftKernel final : public ConvKernel {
  public:
@@ -233,6 +236,8 @@ class FftKernel final : public ConvKernel {
     s.w = in.x_shape[rank - 1];
     s.kh = s.dims == 1 ? 1 : in.w_shape[2];
     s.kw = in.w_shape[rank - 1];
+    if (!pads_.empty() && pads_.size() != static_cast<size_t>(2 * s.dims))
+      throw KernelError("FFTConv: pads must have 2 values per spatial axis");
     if (s.dims == 1) {
       s.pad_left = pad(0);
       s.pad_right = pad(1);
@@ -261,7 +266,10 @@ class FftKernel final : public ConvKernel {
     }
     auto plan = std::make_shared<FftConvPlan>(build_plan(spec));
     table_->fft_conv_prepare(*plan, weights, par);
-    if (weights_value_ != nullptr) plans_[key] = plan;  // run-time weights: never cached
+    if (weights_value_ != nullptr) {  // run-time weights: never cached
+      if (plans_.size() >= kMaxCachedPlans) plans_.erase(plans_.begin());  // many input shapes: keep it bounded
+      plans_[key] = plan;
+    }
     return plan;
   }
 
