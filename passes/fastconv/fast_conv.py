@@ -52,7 +52,7 @@ class FastConvOptions(PassOptions):
     min_speedup: float = 1.15  # pessimistic speed-up a candidate must reach to replace the original
     max_rel_error: float = 1e-4  # per conv, relative max error vs float64 on a random input
     fft_min_taps: int = 25  # FFT is tried only for kernels with at least this many taps
-    rounds: int = 9  # timing rounds per shape
+    rounds: int = 15  # timing rounds per shape (more: steadier decisions on a noisy machine)
     fuse: bool = True  # take the residual Add and the Relu/Clip after the Conv into the kernel
     batch: int = 1  # batch size to time with when the model's batch dimension is symbolic
 
