@@ -10,6 +10,10 @@
 
 #include "kernels.h"
 
+#ifdef _WIN32
+#include <malloc.h>
+#endif
+
 namespace onnxopt {
 
 #ifdef ONNXOPT_HAVE_AVX512
@@ -23,11 +27,19 @@ const KernelTable* table_scalar();
 
 // ---- buffers --------------------------------------------------------------------------------------
 
+#ifdef _WIN32
+void AlignedBuffer::Free::operator()(float* p) const { _aligned_free(p); }
+#else
 void AlignedBuffer::Free::operator()(float* p) const { std::free(p); }
+#endif
 
 void AlignedBuffer::resize(size_t floats) {
   const size_t bytes = ((floats * sizeof(float) + 63) / 64) * 64;
+#ifdef _WIN32
+  void* memory = _aligned_malloc(bytes == 0 ? 64 : bytes, 64);
+#else
   void* memory = std::aligned_alloc(64, bytes == 0 ? 64 : bytes);
+#endif
   if (memory == nullptr) throw std::bad_alloc();
   data_.reset(static_cast<float*>(memory));
   size_ = floats;
