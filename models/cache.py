@@ -5,7 +5,7 @@ and get a path in the cache folder (``$ONNXOPT_CACHE``, else ``~/.cache/onnxopt`
 file name carries a digest of the builders' source and, for MiniLM, of the weights
 package's version, so editing a builder or upgrading the weights rebuilds instead of
 serving a stale model. A lock file keeps parallel test workers from building the same
-model twice; stale versions of the same model are removed when a new one is written.
+model twice; stale versions of the same model (untouched for a day) are removed when a new one is written.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import importlib
 import importlib.metadata
 import logging
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,10 +88,19 @@ def _build_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+# Another checkout (an older or newer branch) may still be using its version of a model: only versions that
+# nothing has touched for this long are removed, so two checkouts sharing the cache never delete each other's.
+STALE_AFTER_SECONDS = 24 * 3600
+
+
 def _remove_stale(folder: Path, stem: str, keep: Path) -> None:
+    now = time.time()
     for old in folder.glob(f"{stem}-*.onnx*"):
         if old.name.startswith(keep.name) or old.suffix == ".lock":
             continue
+        with contextlib.suppress(OSError):
+            if now - max(old.stat().st_mtime, old.stat().st_atime) < STALE_AFTER_SECONDS:
+                continue
         with contextlib.suppress(OSError):
             old.unlink()
             logger.info("removed stale cached model %s", old)

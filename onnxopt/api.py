@@ -163,3 +163,59 @@ def optimize(
         input_path=str(input_path),
         target=target,
     )
+
+
+@dataclass
+class SourceOptimizeResult:
+    """``optimize_source``: the conversion (when the source was not ONNX), the optimization, the export."""
+
+    optimize: OptimizeResult
+    conversion: Any = None  # onnxopt.convert.ConvertResult
+    export: Any = None  # onnxopt.export.ExportResult
+    output: Path | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        result = self.optimize.as_dict()
+        result["conversion"] = self.conversion.as_dict() if self.conversion is not None else None
+        result["export"] = self.export.as_dict() if self.export is not None else None
+        if self.output is not None:
+            result["output"] = str(self.output)
+        return result
+
+
+def optimize_source(
+    input_path: str | os.PathLike[str],
+    output_path: str | os.PathLike[str],
+    convert_options: Any = None,
+    export_format: str | None = None,
+    export_options: Any = None,
+    **optimize_options: Any,
+) -> SourceOptimizeResult:
+    """``optimize`` for any source: a framework model is converted first, and ``export_format`` exports last.
+
+    The intermediate ONNX files live in a temporary folder beside the output, so only the
+    final artefact (and, for ``ort``, its reduced-operator config) is written, atomically.
+    """
+    import tempfile
+
+    from onnxopt.convert import ConvertOptions, convert, is_framework_source
+    from onnxopt.export import ExportOptions, export
+
+    input_path, output_path = Path(input_path), Path(output_path)
+    if not output_path.resolve().parent.is_dir():
+        raise BadInputError(f"{output_path}: output folder does not exist")
+    with tempfile.TemporaryDirectory(prefix=".onnxopt-", dir=output_path.resolve().parent) as folder:
+        conversion = None
+        source = input_path
+        if is_framework_source(input_path):
+            options = convert_options or ConvertOptions()
+            conversion = convert(input_path, Path(folder) / "converted.onnx", options)
+            source = conversion.output
+        optimized_path = Path(folder) / "optimized.onnx" if export_format else output_path
+        result = optimize(source, optimized_path, **optimize_options)
+        exported = None
+        if export_format:
+            if result.report.failures:
+                return SourceOptimizeResult(result, conversion, None, None)
+            exported = export(optimized_path, export_format, output_path, export_options or ExportOptions())
+    return SourceOptimizeResult(result, conversion, exported, output_path)

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from onnxopt import kernels
 from onnxopt.errors import BadInputError, RuntimeLoadError
 from onnxopt.external_data import is_external
 from onnxopt.model_io import Model, iter_model_tensor_protos, save, to_proto
@@ -30,9 +31,18 @@ PROVIDERS = {
 }
 
 
-def session_options(optimize: bool = False, threads: int = 0) -> ort.SessionOptions:
-    """Session options; ``optimize=False`` disables onnxruntime's graph rewrites."""
+def session_options(optimize: bool = False, threads: int = 0, use_kernels: bool | None = None) -> ort.SessionOptions:
+    """Session options; ``optimize=False`` disables onnxruntime's graph rewrites.
+
+    onnxopt's native kernels (``onnxopt.kernels``) are registered when built, unless ``use_kernels`` is
+    False (None: unless ``ONNXOPT_KERNELS=0``), so models with onnxopt's custom ops run them; without the
+    library those ops run their standard function bodies.
+    """
     options = ort.SessionOptions()
+    if use_kernels is None:
+        use_kernels = kernels.enabled()
+    if use_kernels:
+        kernels.register(options)
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
@@ -75,16 +85,29 @@ def model_on_disk(model: Model | onnx.ModelProto | str | os.PathLike[str]) -> It
         yield str(target)
 
 
+def _uses_kernel_domain(model: Model | onnx.ModelProto | str | os.PathLike[str]) -> bool:
+    """Whether an in-memory model imports onnxopt's custom-op domain (files are not opened for this)."""
+    if isinstance(model, onnx.ModelProto):
+        return any(opset.domain == kernels.DOMAIN for opset in model.opset_import)
+    if isinstance(model, Model):
+        return any(getattr(entry, "domain", None) == kernels.DOMAIN for entry in model.graph.import_domains or [])
+    return False
+
+
 def create_session(
     model: Model | onnx.ModelProto | str | os.PathLike[str],
     provider: str = "cpu",
     optimize: bool = False,
     threads: int = 0,
+    use_kernels: bool | None = None,
 ) -> ort.InferenceSession:
-    """An InferenceSession for a Model, a ModelProto or a path."""
+    """An InferenceSession for a Model, a ModelProto or a path (onnxopt's kernels registered: see session_options)."""
+    if use_kernels is not False and _uses_kernel_domain(model):
+        kernels.warn_unavailable()
     with model_on_disk(model) as source:
         try:
-            return ort.InferenceSession(source, session_options(optimize, threads), providers=providers_for(provider))
+            options = session_options(optimize, threads, use_kernels)
+            return ort.InferenceSession(source, options, providers=providers_for(provider))
         except (
             ort.capi.onnxruntime_pybind11_state.Fail,
             ort.capi.onnxruntime_pybind11_state.InvalidGraph,

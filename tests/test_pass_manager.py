@@ -186,3 +186,68 @@ def test_a_model_onnxruntime_cannot_run_at_all_is_bad_input() -> None:
     custom = TEXT.replace('["" : 17]', '["" : 17, "com.example" : 1]').replace("b = Neg(a)", "b = com.example.Other(a)")
     with pytest.raises(BadInputError, match="onnxruntime cannot load"):
         PassManager([MakesUnloadableModel()]).run(model_from_text(custom))
+
+
+class ScalesOutputs(Pass):
+    """A lossy pass that changes every output a little (as quantization does)."""
+
+    name: ClassVar[str] = "scales-outputs"
+    contract: ClassVar[Contract] = Contract.LOSSY
+    cleanup: ClassVar[bool] = False
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        node = model.graph.nodes[0]
+        factor = gs.Constant("factor_1p001", np.array(1.001, dtype=np.float32))
+        scaled = gs.Variable("scaled_x", dtype=np.float32)
+        model.graph.nodes.insert(0, gs.Node("Mul", inputs=[node.inputs[0], factor], outputs=[scaled]))
+        node.inputs[0] = scaled
+        return PassResult(True)
+
+
+class RemovesIdentity(Pass):
+    """An exact pass run after a lossy one: bypasses the Identity before the output."""
+
+    name: ClassVar[str] = "removes-identity"
+    contract: ClassVar[Contract] = Contract.EXACT
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        identity = next((n for n in model.graph.nodes if n.op == "Identity"), None)
+        if identity is None:
+            return PassResult(False)
+        source = identity.inputs[0]
+        producer = source.inputs[0]
+        producer.outputs[0] = identity.outputs[0]
+        identity.inputs.clear()
+        identity.outputs.clear()
+        model.graph.cleanup()
+        return PassResult(True)
+
+
+def test_an_exact_pass_after_a_lossy_one_is_judged_against_the_model_it_was_given():
+    # The exact pass must be bit-identical to the model before it, not to the original that
+    # the lossy pass already changed; the lossy pass's error is measured against the original.
+    model = model_from_text("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[4, 8] x) => (float[4, 8] y) {
+        a = Relu(x)
+        b = Neg(a)
+        y = Identity(b)
+    }
+    """)
+    manager = PassManager([ScalesOutputs(), RemovesIdentity()], verify=True)
+    optimized, report = manager.run(model)
+    lossy = report.records[0]
+    exact = next(record for record in report.records if record.name == "removes-identity")
+    assert lossy.status == "ok" and lossy.max_abs_error > 0, "premise: the lossy pass changed the numbers"
+    assert exact.status == "ok", exact.reason
+    assert exact.max_abs_error == 0.0
+    assert "Identity" not in op_types(optimized)
+    assert report.verification.max_abs == pytest.approx(lossy.max_abs_error)
+
+
+def test_an_exact_pass_that_changes_numbers_after_a_lossy_one_is_still_rolled_back():
+    model = model_from_text(TEXT)
+    manager = PassManager([ScalesOutputs(), SwapReluForSigmoid()], verify=True)
+    optimized, report = manager.run(model)
+    assert [record.status for record in report.records][:2] == ["ok", "rolled back"]
+    assert "Relu" in op_types(optimized)

@@ -18,6 +18,8 @@ from onnxopt.cli.bench import bench
 from onnxopt.cli.check import check
 from onnxopt.cli.compare import compare
 from onnxopt.cli.console import stderr
+from onnxopt.cli.convert import convert
+from onnxopt.cli.export import export
 from onnxopt.cli.inspect import inspect
 from onnxopt.cli.optimize import optimize
 from onnxopt.cli.passes import list_passes
@@ -42,7 +44,7 @@ def cli(verbose: int, debug: bool) -> None:
     _configure_logging(verbose)
 
 
-for _command in (optimize, inspect, compare, list_passes, check, bench, report, tune, batch):
+for _command in (optimize, inspect, compare, list_passes, check, bench, report, convert, export, tune, batch):
     cli.add_command(_command)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from onnxopt.cli.console import parse_shapes, stderr, stdout
+from onnxopt.cli.convert import conversion_options, options_from_cli, print_conversion
 from onnxopt.cli.errors import EXIT_VERIFICATION_FAILED, handle_errors
 from onnxopt.errors import BadInputError
 
@@ -43,6 +44,11 @@ def _progress_callback(progress: Any, task: Any) -> Callable[[str, str, int], No
 @click.option("--dump-dir", type=click.Path(path_type=Path), help="Write models before/after a failing pass here.")
 @click.option("--external-data/--embed", "external_data", default=None, help="Force external data or embedding.")
 @click.option("--strict", is_flag=True, help="Stop at the first failing pass instead of rolling it back.")
+@conversion_options
+@click.option("--export", "export_format", type=click.Choice(["ort", "tensorrt", "onnx"]), default=None,
+              help="Export the optimized model (OUTPUT is then the .ort / engine); see `onnxopt export`.")
+@click.option("--fix-shape", "fix_shapes", multiple=True, metavar="NAME=D0,D1,...",
+              help="With --export: make an input's shape static.")
 @handle_errors
 def optimize(
     input_path: Path | None,
@@ -63,11 +69,24 @@ def optimize(
     dump_dir: Path | None,
     external_data: bool | None,
     strict: bool,
+    input_specs: tuple[str, ...] = (),
+    opset: int | None = None,
+    trust_pickle: bool = False,
+    trusted_types: tuple[str, ...] = (),
+    signature: str | None = None,
+    rtol: float | None = None,
+    export_format: str | None = None,
+    fix_shapes: tuple[str, ...] = (),
 ) -> None:
-    """Optimize INPUT_PATH and write OUTPUT; the default runs the exact cleanup passes."""
+    """Optimize INPUT_PATH and write OUTPUT; the default runs the exact cleanup passes.
+
+    INPUT_PATH may also be a framework model (.pt2, SavedModel folder, .keras, .skops,
+    pickle with --trust-pickle): it is converted first, as `onnxopt convert` does.
+    """
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from onnxopt.api import optimize as run_optimize
+    from onnxopt.api import optimize_source
+    from onnxopt.cli.export import export_options_from_cli, print_export
     from onnxopt.report import format_for, renderables, to_json, write_report
 
     if example:
@@ -93,9 +112,17 @@ def optimize(
         disable=as_json or not stderr.is_terminal,
     ) as progress:
         task = progress.add_task("loading", total=None)
-        result = run_optimize(
+        convert_options = options_from_cli(input_specs, opset, trust_pickle, trusted_types, signature, rtol)
+        export_options = (
+            export_options_from_cli(fix_shapes, shapes=shapes, data=inputs or calib, batch_size=batch_size)
+            if export_format else None
+        )
+        outcome = optimize_source(
             input_path,
             output_path,
+            convert_options=convert_options,
+            export_format=export_format,
+            export_options=export_options,
             passes=passes,
             preset=preset,
             config=config,
@@ -111,12 +138,15 @@ def optimize(
             strict=strict,
             progress=_progress_callback(progress, task),
         )
-    summary = result.as_dict()
+    result = outcome.optimize
+    summary = outcome.as_dict()
     if report_path is not None:
         write_report(summary, report_path)
     if as_json:
         click.echo(to_json(summary), nl=False)
     else:
+        if outcome.conversion is not None:
+            print_conversion(summary["conversion"])
         for renderable in renderables(summary, str(report_path) if report_path else None):
             stdout.print(renderable)
         verification = summary.get("verification")
@@ -126,10 +156,13 @@ def optimize(
                 f"max abs error {verification['max_abs_error']:.3g}, "
                 f"min cosine {verification['min_cosine']:.6f}"
             )
-        stdout.print(
-            f"wrote {result.save_info.path}"
-            + (f" (+ {result.save_info.external_data_path.name})" if result.save_info.external_data_path else "")
-        )
+        if outcome.export is not None:
+            print_export(summary["export"])
+        elif not export_format:
+            stdout.print(
+                f"wrote {result.save_info.path}"
+                + (f" (+ {result.save_info.external_data_path.name})" if result.save_info.external_data_path else "")
+            )
     failures = result.report.failures
     if failures:
         for record in failures:

@@ -8,11 +8,11 @@ One entry point for ``optimize --report``, ``bench --report``, ``onnxopt report 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from onnxopt.atomic_files import write_bytes_atomically
 from onnxopt.errors import BadInputError
 from onnxopt.report.html import render_html
 from onnxopt.report.jsonio import to_json
@@ -40,26 +40,9 @@ def render(doc: Mapping[str, Any], fmt: str) -> str:
     raise ValueError(f"unknown report format {fmt!r}")
 
 
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
 def write_report(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Render ``doc`` in the format of ``path``'s suffix and write it atomically."""
     path = Path(path)
     text = render(doc, format_for(path))
-    folder = path.resolve().parent
-    if not folder.is_dir():
-        raise BadInputError(f"{path}: folder does not exist")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would hide the report from other users
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_bytes_atomically(path, text.encode("utf-8"))
     return path

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import pytest
 
@@ -30,9 +33,14 @@ def cache_folder(tmp_path, monkeypatch):
 def test_cached_model_builds_once_and_reuses(cache_folder):
     stale = cache_folder / "bert-tiny-000000000000.onnx"
     stale.write_bytes(b"old")
+    day_old = time.time() - cache.STALE_AFTER_SECONDS - 60
+    os.utime(stale, (day_old, day_old))
+    in_use = cache_folder / "bert-tiny-111111111111.onnx"  # another checkout's version, touched just now
+    in_use.write_bytes(b"other")
     first = cache.cached_model("bert", "tiny")
     assert first.parent == cache_folder and first.name.startswith("bert-tiny-")
     assert not stale.exists(), "a stale version of the same model is removed"
+    assert in_use.exists(), "a version another checkout used recently stays"
     stamp = first.stat().st_mtime_ns
     assert cache.cached_model("bert", "tiny") == first
     assert first.stat().st_mtime_ns == stamp, "second call must not rebuild"

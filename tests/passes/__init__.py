@@ -1,0 +1,1 @@
+"""Tests of the pass families (one folder per family)."""

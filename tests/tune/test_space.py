@@ -86,7 +86,8 @@ def test_grid_counts_distinct_configurations_and_moves_stay_in_the_space():
     neighbors = tuned.neighbors(start)
     keys = [c.key for c in neighbors]
     assert start.key not in keys and len(keys) == len(set(keys))
-    assert keys[0] == "qdq:mode=dynamic"  # declared order: the most promising option first
+    qdq_moves = [key for key in keys if key.startswith("qdq:")]
+    assert qdq_moves[0] == "qdq:mode=dynamic"  # declared order: the most promising option first
     assert {"fp16", "weight-only", "cleanup", "qdq,quantize-embeddings"} <= set(keys)
     rng = np.random.default_rng(0)
     for _ in range(20):

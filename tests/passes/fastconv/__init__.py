@@ -1,0 +1,1 @@
+"""Tests of the fastconv family: native kernels, fast-conv, strassen-matmul."""
