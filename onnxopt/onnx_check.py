@@ -1,0 +1,108 @@
+"""onnx.checker and strict shape inference on a weight-stripped, sorted copy of a model.
+
+The checker cannot take a model over 2 GB, and reading every weight to check a model
+would defeat lazy loading; it also needs no weight bytes, only their dims and types. So
+it runs on a copy whose large tensors are replaced by references to an empty external
+file (their stored lengths are checked separately, by ``onnxopt.stored_data``), with the
+nodes of every graph put in topological order (graph-surgeon sorts on import; order is
+not a defect, and the checker stops at the first problem it sees).
+
+``full=True`` adds what ``onnx.checker.check_model(full_check=True)`` adds: shape
+inference in strict mode with type checks, which finds nodes whose inputs cannot have the
+types and shapes the model says they do. When a model fails only because of its
+``value_info`` annotations (intermediate shapes or types that disagree with what the nodes
+compute, which onnxruntime refuses too when the types differ), the message says so.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import onnx
+import onnx.shape_inference
+
+from onnxopt.errors import ModelDefect
+from onnxopt.external_data import is_external
+from onnxopt.proto_walk import iter_places, iter_stored_tensors
+from onnxopt.scopes import check_scopes
+
+STRIPPED_LOCATION = "stripped.bin"
+# Embedded tensors larger than this are replaced by external references in the checked copy;
+# small ones stay, because shape inference reads constant shapes (Reshape, Expand) from them.
+STRIP_MIN_BYTES = 1024
+_DATA_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data")
+
+
+def _embedded_bytes(tensor: onnx.TensorProto) -> int:
+    if tensor.HasField("raw_data"):
+        return len(tensor.raw_data)
+    return tensor.ByteSize()
+
+
+def stripped_copy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy with large tensor bytes replaced by references to an empty file: dims and types stay."""
+    light = onnx.ModelProto()
+    light.CopyFrom(proto)
+    for place in iter_places(light):
+        for _what, tensor in iter_stored_tensors(place):
+            if is_external(tensor):
+                for entry in tensor.external_data:
+                    if entry.key == "location":
+                        entry.value = STRIPPED_LOCATION  # real locations are checked by onnxopt.stored_data
+                continue
+            if tensor.data_type == onnx.TensorProto.STRING:
+                continue
+            length = _embedded_bytes(tensor)
+            if length <= STRIP_MIN_BYTES:
+                continue
+            for name in _DATA_FIELDS:
+                tensor.ClearField(name)
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            del tensor.external_data[:]
+            for key, value in (("location", STRIPPED_LOCATION), ("offset", "0"), ("length", str(length))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+    return light
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def _run_checker(light: onnx.ModelProto, full: bool) -> str | None:
+    """The checker's first complaint about an already stripped and sorted copy, or None."""
+    with tempfile.TemporaryDirectory(prefix="onnxopt-check-") as folder:
+        (Path(folder) / STRIPPED_LOCATION).write_bytes(b"")  # external locations must name a real file
+        target = Path(folder) / "model.onnx"
+        target.write_bytes(light.SerializeToString())
+        try:
+            onnx.checker.check_model(str(target), full_check=full)
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError) as error:
+            return _first_line(error)
+    return None
+
+
+def _clear_value_info(proto: onnx.ModelProto) -> int:
+    """Remove every value_info annotation (main graph, subgraphs, functions); returns how many."""
+    removed = 0
+    for place in iter_places(proto):
+        removed += len(place.body.value_info)
+        del place.body.value_info[:]
+    return removed
+
+
+def check_with_onnx(proto: onnx.ModelProto, full: bool = False) -> None:
+    """Raise ModelDefect with the checker's first complaint; ``full`` runs strict shape inference as well.
+
+    Scoping defects are reported by ``onnxopt.scopes`` first, with clearer words than the checker's.
+    """
+    light = stripped_copy(proto)
+    check_scopes(light, sort=True)
+    complaint = _run_checker(light, full)
+    if complaint is None:
+        return
+    if full and _clear_value_info(light) and _run_checker(light, full) is None:
+        raise ModelDefect(f"value_info annotations disagree with what the nodes compute: {complaint}")
+    raise ModelDefect(f"invalid ONNX model: {complaint}")
