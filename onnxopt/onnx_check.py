@@ -22,10 +22,12 @@ from pathlib import Path
 import onnx
 import onnx.shape_inference
 
+from onnxopt.element_types import payload_bytes
 from onnxopt.errors import ModelDefect
 from onnxopt.external_data import is_external
 from onnxopt.proto_walk import iter_places, iter_stored_tensors
 from onnxopt.scopes import check_scopes
+from onnxopt.stored_data import element_count
 
 STRIPPED_LOCATION = "stripped.bin"
 # Embedded tensors larger than this are replaced by external references in the checked copy;
@@ -40,29 +42,38 @@ def _embedded_bytes(tensor: onnx.TensorProto) -> int:
     return tensor.ByteSize()
 
 
+def _stored_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
+    return [tensor for place in iter_places(proto) for _what, tensor in iter_stored_tensors(place)]
+
+
 def stripped_copy(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy with large tensor bytes replaced by references to an empty file: dims and types stay."""
+    """A copy with large tensor bytes replaced by references to an empty file: dims and types stay.
+
+    Payload sizes come from dims and element type (``onnxopt.stored_data`` checks that the
+    stored bytes match them): reading ``raw_data`` to measure it copies the whole payload.
+    """
     light = onnx.ModelProto()
     light.CopyFrom(proto)
-    for place in iter_places(light):
-        for _what, tensor in iter_stored_tensors(place):
-            if is_external(tensor):
-                for entry in tensor.external_data:
-                    if entry.key == "location":
-                        entry.value = STRIPPED_LOCATION  # real locations are checked by onnxopt.stored_data
-                continue
-            if tensor.data_type == onnx.TensorProto.STRING:
-                continue
-            length = _embedded_bytes(tensor)
-            if length <= STRIP_MIN_BYTES:
-                continue
-            for name in _DATA_FIELDS:
-                tensor.ClearField(name)
-            tensor.data_location = onnx.TensorProto.EXTERNAL
-            del tensor.external_data[:]
-            for key, value in (("location", STRIPPED_LOCATION), ("offset", "0"), ("length", str(length))):
-                entry = tensor.external_data.add()
-                entry.key, entry.value = key, value
+    for original, tensor in zip(_stored_tensors(proto), _stored_tensors(light), strict=True):
+        if is_external(tensor):
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = STRIPPED_LOCATION  # real locations are checked by onnxopt.stored_data
+            continue
+        if tensor.data_type == onnx.TensorProto.STRING:
+            continue
+        length = payload_bytes(tensor.data_type, element_count(tensor))
+        if length is None:
+            length = _embedded_bytes(original)
+        if length <= STRIP_MIN_BYTES:
+            continue
+        for name in _DATA_FIELDS:
+            tensor.ClearField(name)
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        del tensor.external_data[:]
+        for key, value in (("location", STRIPPED_LOCATION), ("offset", "0"), ("length", str(length))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
     return light
 
 
