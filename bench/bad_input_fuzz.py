@@ -119,6 +119,31 @@ def _remove_tree(folder: Path) -> None:
     folder.rmdir()
 
 
+# Which step refused a model, recognised from the words of its one-line message.
+REFUSAL_STEPS = (
+    ("protobuf parse", ("not a valid ONNX model", "empty file")),
+    ("UTF-8 text", ("not valid UTF-8",)),
+    ("element types and dims", ("element type", "dimension", "more than any machine can address")),
+    ("stored data lengths", ("raw_data holds", "entries, but", "external data", "holds no data", "cannot hold them",
+                             "stores its data twice", "external location", "outside the model folder",
+                             "absolute path", "not found beside")),
+    ("scopes and cycles", ("which nothing defines", "defined twice", "cycle", "redefines a value",
+                           "not produced by anything", "does not import", "listed twice", "calls itself")),
+    ("onnx checker and shape inference", ("invalid ONNX model", "value_info annotations")),
+    ("random feed size", ("random feed",)),
+    ("graph import", ("cannot import graph",)),
+    ("a pass refused the model", ("fp16", "qdq", "weight-only", "onnxruntime cannot")),
+)
+
+
+def refusal_step(line: str) -> str:
+    """The validation step (or later stage) a one-line error message comes from."""
+    for step, fragments in REFUSAL_STEPS:
+        if any(fragment in line for fragment in fragments):
+            return step
+    return "other: " + line.split(": ", 2)[-1][:60]
+
+
 def summarize(outcomes: list[Outcome], seeds: list[int], cases: int, commands: list[str], seconds: float,
               source_count: int) -> dict[str, Any]:
     """Counts per outcome, per kind and per command, and every violation."""
@@ -132,6 +157,8 @@ def summarize(outcomes: list[Outcome], seeds: list[int], cases: int, commands: l
                   for outcome in outcomes if outcome.violations()]
     exit0_invalid = sum(1 for outcome in outcomes if outcome.outcome == "0 (input invalid)")
     # Refused although onnx accepts the input: legitimate (a dim too large for a random feed) or too strict.
+    refusals = collections.Counter(refusal_step(o.error_lines[-1]) for o in outcomes
+                                   if o.exit_code == 2 and o.error_lines)
     refused_valid = [
         {"source": o.source, "kind": o.kind, "description": o.description, "command": o.command,
          "loads_in_onnxruntime": o.input_loads, "error": o.error_lines[-1] if o.error_lines else ""}
@@ -153,6 +180,7 @@ def summarize(outcomes: list[Outcome], seeds: list[int], cases: int, commands: l
         "by_kind": {kind: dict(sorted(counts.items())) for kind, counts in sorted(by_kind.items())},
         "by_command": {command: dict(sorted(counts.items())) for command, counts in sorted(by_command.items())},
         "exit0_with_invalid_input": exit0_invalid,
+        "exit2_by_step": dict(refusals.most_common()),
         "refused_valid_inputs": refused_valid,
         "violations": violations,
     }
@@ -184,6 +212,8 @@ def markdown(summary: dict[str, Any]) -> str:
     lines += ["", "| mutation | " + " | ".join(outcomes) + " |", "|---|" + "---:|" * len(outcomes)]
     for kind, counts in summary["by_kind"].items():
         lines.append(f"| {kind} | " + " | ".join(str(counts.get(key, 0)) for key in outcomes) + " |")
+    lines += ["", "| exit 2 raised by | runs |", "|---|---:|"]
+    lines += [f"| {step} | {count} |" for step, count in summary["exit2_by_step"].items()]
     lines += ["", "| command | " + " | ".join(outcomes) + " |", "|---|" + "---:|" * len(outcomes)]
     for command, counts in summary["by_command"].items():
         lines.append(f"| {command} | " + " | ".join(str(counts.get(key, 0)) for key in outcomes) + " |")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
+import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,8 +271,9 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as error:
-        raise BadInputError(f"DATA {path}: not a readable .npz ({str(error).splitlines()[0]})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:  # a damaged archive
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise BadInputError(f"DATA {path}: not a readable .npz ({reason})") from None
 
 
 def make_feeds(

@@ -159,11 +159,13 @@ def _attach_lazy_external(graph: gs.Graph, base_dir: Path) -> None:
                         value._values = ExternalLazyValues(proto, resolve_location(base_dir, location, proto.name))
 
 
-def from_proto(proto: onnx.ModelProto, base_dir: Path | None = None, path: Path | None = None) -> Model:
+def from_proto(proto: onnx.ModelProto, base_dir: Path | None = None, path: Path | None = None,
+               validated: bool = False) -> Model:
     """Import a ModelProto into a Model (weights stay lazy), without validating it.
 
     For models a pass built itself; a user's model goes through ``load`` or
-    ``load_proto``, which validate it whole first.
+    ``load_proto``, which validate it whole first. An import failure is bad input for an
+    unvalidated model, but onnxopt's own failure (an internal error) once ``validated``.
     """
     what = str(path) if path else "model"
     had_external = any(is_external(tensor) for tensor in iter_model_tensor_protos(proto))
@@ -173,9 +175,10 @@ def from_proto(proto: onnx.ModelProto, base_dir: Path | None = None, path: Path 
         graph = gs.import_onnx(proto)
         toposort_all(graph)
     except Exception as error:  # graph-surgeon raises bare Exceptions on malformed graphs
-        raise BadInputError(
-            f"{what}: cannot import graph ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
-        ) from None
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if validated:
+            raise RuntimeError(f"graph-surgeon cannot import {what}, which passed validation: {reason}") from error
+        raise BadInputError(f"{what}: cannot import graph ({reason})") from None
     if base_dir is not None:
         _attach_lazy_external(graph, base_dir)
     return Model(
@@ -254,7 +257,7 @@ def _hoist_shared_subgraph_initializers(graph: onnx.GraphProto) -> None:
 def load_proto(proto: onnx.ModelProto, base_dir: Path | None = None, path: Path | None = None) -> Model:
     """Validate a user's ModelProto whole (``onnxopt.validate``), then import it; BadInputError on any defect."""
     validate_model(proto, base_dir, str(path) if path else "model")
-    return from_proto(proto, base_dir=base_dir, path=path)
+    return from_proto(proto, base_dir=base_dir, path=path, validated=True)
 
 
 def load(path: str | os.PathLike[str]) -> Model:

@@ -285,6 +285,11 @@ def test_bad_data_exits_2(tmp_path: Path) -> None:
     assert_one_line_error(
         invoke("optimize", source, "-o", tmp_path / "o.onnx", "--verify", "--inputs", wrong_rank), 2, "rank"
     )
+    damaged = tmp_path / "damaged.npz"
+    damaged.write_bytes(wrong_rank.read_bytes()[:100])
+    assert_one_line_error(
+        invoke("optimize", source, "-o", tmp_path / "o.onnx", "--verify", "--inputs", damaged), 2, "not a readable .npz"
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
     assert_one_line_error(
