@@ -353,3 +353,13 @@ def test_a_model_over_2_gb_is_validated_lazily(tmp_path: Path) -> None:
         handle.truncate(6 * tensor_bytes - 1)
     with pytest.raises(BadInputError, match="initializer 'w5': external data needs bytes"):
         load(path)
+
+
+def test_sparse_initializers_are_judged_as_the_dense_tensors_onnxruntime_makes() -> None:
+    values = onnx.numpy_helper.from_array(np.array([1.0, 2.0], np.float32), "w")
+    indices = onnx.numpy_helper.from_array(np.array([1, 4], np.int64), "w_indices")
+    proto = parse(HEADER + " g (float[2, 3] x) => (float[2, 3] y) { y = Add(x, w) }")
+    proto.graph.sparse_initializer.append(oh.make_sparse_tensor(values, indices, [2, 3]))
+    validate_model(proto, None, "m.onnx")  # onnx's shape inference alone would call Add's input sparse_tensor
+    proto.graph.sparse_initializer[0].indices.raw_data = np.array([1, 40], np.int64).tobytes()
+    assert "index value at position [1] out of range" in refusal(proto)
