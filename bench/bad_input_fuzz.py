@@ -91,13 +91,31 @@ def _sources(folder: Path, sizes: tuple[str, ...]) -> list[Source]:
     return backend + samples + derived
 
 
-def run(seeds: list[int], cases: int, commands: list[str], sizes: tuple[str, ...]) -> dict[str, Any]:
-    """Run ``cases`` mutants per seed, each through one command (cycling), and collect outcomes."""
+def _unmutated(source: Source) -> Mutant:
+    return Mutant(source.name, "none (unmutated source)", "the source model as it is", source.path.read_bytes(),
+                  {path.name: path.read_bytes() for path in source.data_files})
+
+
+def run(seeds: list[int], cases: int, commands: list[str], sizes: tuple[str, ...],
+        unmutated: bool = True) -> dict[str, Any]:
+    """Run ``cases`` mutants per seed, each through one command (cycling), and collect outcomes.
+
+    With ``unmutated`` every source also goes through every command as it is: valid
+    inputs, whose outputs must pass onnx's full check.
+    """
     started = time.perf_counter()
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="onnxopt-fuzz-") as work:
         sources = _sources(Path(work), sizes)
         logger.info("%d source models", len(sources))
+        for index, source in enumerate(sources if unmutated else []):
+            for command in commands:
+                folder = Path(work) / f"source-{index}-{command}"
+                outcome = _run_isolated(_unmutated(source), command, folder)
+                outcomes.append(outcome)
+                if outcome.violations():
+                    logger.warning("source %s %s: %s", source.name, command, outcome.violations())
+                _remove_tree(folder)
         for seed in seeds:
             for index, mutant in enumerate(mutants(sources, cases, seed)):
                 command = commands[index % len(commands)]
@@ -182,6 +200,8 @@ def summarize(outcomes: list[Outcome], seeds: list[int], cases: int, commands: l
         "exit0_with_invalid_input": exit0_invalid,
         "exit2_by_step": dict(refusals.most_common()),
         "refused_valid_inputs": refused_valid,
+        "exit1_runs": [{"source": o.source, "kind": o.kind, "command": o.command, "errors": o.error_lines}
+                       for o in outcomes if o.exit_code == 1],
         "violations": violations,
     }
 
@@ -197,7 +217,8 @@ def markdown(summary: dict[str, Any]) -> str:
         f"Machine: {summary['machine']['platform']}, {summary['machine']['cpu_count']} cores, onnxruntime "
         f"{summary['machine']['onnxruntime']}; CPU flags: {', '.join(summary['cpu_flags']) or 'unknown'}  ",
         f"Seeds {summary['seeds']}, {summary['cases_per_seed']} mutants each, {summary['sources']} source models, "
-        f"commands {', '.join(summary['commands'])} in turn: {summary['total_runs']} runs in {summary['seconds']} s.",
+        f"commands {', '.join(summary['commands'])} in turn, plus every source unmutated through every command: "
+        f"{summary['total_runs']} runs in {summary['seconds']} s.",
         "",
         "Outcome: the exit code; `0 (input valid)` / `0 (input invalid)` say whether onnx's full check "
         "accepted the mutated input (inspect runs count as their exit code).",
@@ -224,6 +245,10 @@ def markdown(summary: dict[str, Any]) -> str:
             lines.append(f"- {refused['source']} / {refused['kind']} ({refused['description']}) / {refused['command']}"
                          f" (onnxruntime {'loads' if refused['loads_in_onnxruntime'] else 'refuses'} it): "
                          f"`{refused['error']}`")
+    if summary["exit1_runs"]:
+        lines += ["", "## Exit 1 (a pass rolled back or failed; the output is the model from before it)", ""]
+        for run in summary["exit1_runs"]:
+            lines.append(f"- {run['source']} / {run['kind']} / {run['command']}: `{' | '.join(run['errors'])[:300]}`")
     if summary["violations"]:
         lines += ["", "## Violations", ""]
         for violation in summary["violations"]:
@@ -238,11 +263,12 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=1000, help="mutants per seed")
     parser.add_argument("--commands", default=",".join(COMMANDS), help="commands to cycle through")
     parser.add_argument("--sizes", default="tiny", help="sizes of the sample models (tiny, small)")
+    parser.add_argument("--no-unmutated", action="store_true", help="skip the runs of the unmutated sources")
     parser.add_argument("--out", type=Path, default=RESULTS / "bad_input_fuzz", help="results path without suffix")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     summary = run([int(s) for s in args.seeds.split(",")], args.cases, args.commands.split(","),
-                  tuple(args.sizes.split(",")))
+                  tuple(args.sizes.split(",")), unmutated=not args.no_unmutated)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2, default=str))
     args.out.with_suffix(".md").write_text(markdown(summary))
