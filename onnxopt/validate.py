@@ -16,9 +16,10 @@ What is checked, in order (each step assumes the previous ones passed):
 4. single assignment, every read defined in scope, subgraph and function references, no
    cycles (``scopes``, shared with the check after every pass);
 5. onnx.checker with strict shape inference on a weight-stripped sorted copy
-   (``onnx_check``): the same verdict as ``check_model(full_check=True)``, so a model
-   this accepts is one onnx accepts, and an output that fails the full check can only come
-   from a pass (the checks after each pass roll such a pass back).
+   (``onnx_check``): the verdict of ``check_model(full_check=True)``, except that node
+   order is not a defect (graph-surgeon sorts) and sparse initializers count as the dense
+   tensors onnxruntime makes of them. So an output that fails the full check while its
+   input passed it would be a pass's doing (``bench/bad_input_fuzz.py`` looks for exactly that).
 
 The checks after each pass (``check_model_structure``) are steps 2-4 and the checker
 without shape inference: what a pass can break, at a cost paid many times per run.
