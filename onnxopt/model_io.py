@@ -254,6 +254,13 @@ def _hoist_shared_subgraph_initializers(graph: onnx.GraphProto) -> None:
             sub.initializer.extend(kept)
 
 
+def read_valid_proto(path: Path) -> onnx.ModelProto:
+    """Parse and validate a user's model file without importing it (for commands that run it as it is)."""
+    proto = read_proto(path)
+    validate_model(proto, path.resolve().parent, str(path))
+    return proto
+
+
 def load_proto(proto: onnx.ModelProto, base_dir: Path | None = None, path: Path | None = None) -> Model:
     """Validate a user's ModelProto whole (``onnxopt.validate``), then import it; BadInputError on any defect."""
     validate_model(proto, base_dir, str(path) if path else "model")

@@ -321,3 +321,12 @@ def test_inspect_compare_and_passes(tmp_path: Path) -> None:
     assert all(p["contract"] in ("exact", "tolerance", "lossy") for p in listed["passes"])
     assert "default" in listed["presets"]
     assert_one_line_error(invoke("inspect", tmp_path / "missing.onnx"), 2, "no such file")
+
+
+@pytest.mark.parametrize("command", ["compare", "bench", "inspect", "check"])
+def test_every_command_that_reads_a_model_refuses_a_damaged_one(command: str, tmp_path: Path) -> None:
+    source, fragment = _bad_input("not-utf8", tmp_path)
+    good = duplicated_model(tmp_path / "good.onnx")
+    args = {"compare": [source, good], "bench": [source], "inspect": [source],
+            "check": ["--target", "tensorrt", source]}[command]
+    assert_one_line_error(invoke(command, *args), 2, fragment)
