@@ -46,20 +46,17 @@ def _stored_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
     return [tensor for place in iter_places(proto) for _what, tensor in iter_stored_tensors(place)]
 
 
-def _densify_sparse_initializers(light: onnx.ModelProto) -> bool:
+def _densify_sparse_initializers(light: onnx.ModelProto) -> None:
     """Give shape inference each sparse initializer as the dense tensor onnxruntime turns it into.
 
     onnx's shape inference types a sparse initializer as ``sparse_tensor`` and then refuses
     it as the input of every standard op, while onnxruntime densifies it on load; judged
     as dense (dims and type, no data), such models are checked on everything else.
-    Returns True when there was any.
     """
-    found = False
     for place in iter_places(light):
         body = place.body
         if not isinstance(body, onnx.GraphProto) or not len(body.sparse_initializer):
             continue
-        found = True
         for sparse in body.sparse_initializer:
             dense = body.initializer.add()
             dense.name, dense.data_type = sparse.values.name, sparse.values.data_type
@@ -70,7 +67,6 @@ def _densify_sparse_initializers(light: onnx.ModelProto) -> bool:
                 entry = dense.external_data.add()
                 entry.key, entry.value = key, value
         del body.sparse_initializer[:]
-    return found
 
 
 def stripped_copy(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -141,12 +137,10 @@ def check_with_onnx(proto: onnx.ModelProto, full: bool = False) -> None:
     light = stripped_copy(proto)
     check_scopes(light, sort=True)
     complaint = None
-    if full:
-        dense = onnx.ModelProto()
-        dense.CopyFrom(light)
-        if _densify_sparse_initializers(dense):
-            complaint = _run_checker(light, full=False)  # the sparse tensors themselves (indices, shapes)
-            light = dense
+    if full and any(len(place.body.sparse_initializer) for place in iter_places(light)
+                    if isinstance(place.body, onnx.GraphProto)):
+        complaint = _run_checker(light, full=False)  # the sparse tensors themselves (indices, shapes)
+        _densify_sparse_initializers(light)
     complaint = complaint or _run_checker(light, full)
     if complaint is None:
         return
