@@ -3,9 +3,11 @@
 Each case is one mutant (``tests/model_mutations.py``: one defect in a copy of a real
 model) run through one command (``optimize``, ``optimize --preset fp16``, ``inspect``) of the
 real CLI, in a forked child process so that a crash of onnx's or onnxruntime's native code
-would show up as a crash instead of ending the run. ``tests/bad_input_cases.py`` judges
-each run against the CLI's promises (exit codes, one error line, nothing written on exit 2,
-input unchanged, valid output whenever the input was valid).
+would show up as a crash instead of ending the run, and under an address-space cap so
+that a runaway allocation fails as "out of memory" instead of taking the machine's memory.
+``tests/bad_input_cases.py`` judges each run against the CLI's promises (exit codes, one
+error line, nothing written on exit 2, input unchanged, valid output whenever the input
+was valid).
 
     python -m bench.bad_input_fuzz --seeds 1,2,3 --cases 1000
     python -m bench.bad_input_fuzz --seeds 7 --cases 50          # a quick look
@@ -24,6 +26,7 @@ import logging
 import os
 import pickle
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -31,13 +34,16 @@ from pathlib import Path
 from typing import Any
 
 from onnxopt.benchmark import machine_info
+from onnxopt.onnx_check import virtual_memory_bytes
 from tests.bad_input_cases import COMMANDS, Outcome, run_case
 from tests.model_mutations import Mutant, Source, backend_sources, derived_sources, mutants, sample_sources
 
 logger = logging.getLogger("bench.bad_input_fuzz")
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CASE_TIMEOUT_S = 300
+# Each case runs under this much address space beyond the driver's: a case that would take the
+# machine's memory fails with MemoryError (the CLI's "out of memory", exit 1) instead.
+CASE_MEMORY_BYTES = 6 << 30
 
 
 def cpu_flags() -> list[str]:
@@ -64,6 +70,8 @@ def _run_isolated(mutant: Mutant, command: str, folder: Path) -> Outcome:
         quiet = os.open(os.devnull, os.O_WRONLY)  # onnxruntime prints its fallbacks; the outcome says enough
         os.dup2(quiet, 1)
         os.dup2(quiet, 2)
+        resource.setrlimit(resource.RLIMIT_AS, ((virtual_memory_bytes() or 0) + CASE_MEMORY_BYTES,
+                                                resource.RLIM_INFINITY))
         code = 0
         try:
             payload = pickle.dumps(run_case(mutant, command, folder))
@@ -141,13 +149,13 @@ def _remove_tree(folder: Path) -> None:
 REFUSAL_STEPS = (
     ("protobuf parse", ("not a valid ONNX model", "empty file")),
     ("UTF-8 text", ("not valid UTF-8",)),
-    ("element types and dims", ("element type", "dimension", "more than any machine can address")),
+    ("element types and dims", ("element type", "dimension", "more than any machine can address", "output's rank")),
     ("stored data lengths", ("raw_data holds", "entries, but", "external data", "holds no data", "cannot hold them",
                              "stores its data twice", "external location", "outside the model folder",
                              "absolute path", "not found beside")),
     ("scopes and cycles", ("which nothing defines", "defined twice", "cycle", "redefines a value",
                            "not produced by anything", "does not import", "listed twice", "calls itself")),
-    ("onnx checker and shape inference", ("invalid ONNX model", "value_info annotations")),
+    ("onnx checker and shape inference", ("invalid ONNX model", "value_info annotations", "shape inference needs")),
     ("random feed size", ("random feed",)),
     ("graph import", ("cannot import graph",)),
     ("a pass refused the model", ("fp16", "qdq", "weight-only", "onnxruntime cannot")),

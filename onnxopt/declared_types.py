@@ -12,6 +12,12 @@ and dims of every stored tensor.
 virtual address space of a process on x86-64 with 4-level paging and on ARM64 with 48-bit
 addresses, the configurations onnxruntime's CPU builds run on. Dimensions of 0 are real
 (empty tensors) and symbolic dimensions are left to ``--shape``.
+
+A 1-D tensor that gives a node its output's shape (Expand, Reshape, ConstantOfShape) or
+axes (Squeeze, Unsqueeze) makes that output's rank its length. Declared with 2^31
+elements, it passes the byte limit, and onnx's own shape inference then builds a shape of
+2^31 dimensions and exhausts the machine's memory; no tensor has more than ``MAX_RANK``
+dimensions (numpy stops at 64), so such a declaration is refused first.
 """
 
 from __future__ import annotations
@@ -20,10 +26,13 @@ import onnx
 
 from onnxopt.element_types import element_bits, element_type_name, is_valid_element_type
 from onnxopt.errors import ModelDefect
-from onnxopt.proto_walk import Place, iter_places, iter_stored_tensors, iter_value_infos
+from onnxopt.proto_walk import Place, iter_places, iter_stored_tensors, iter_value_infos, node_label
 from onnxopt.report import human_bytes
 
 MAX_TENSOR_BYTES = 2**48
+MAX_RANK = 1024
+# Default-domain ops whose output rank onnx's shape inference takes from the length of one input.
+_RANK_FROM_LENGTH = {"Expand": 1, "Reshape": 1, "ConstantOfShape": 0, "Unsqueeze": 1, "Squeeze": 1}
 
 
 def tensor_bytes_bound(element_type: int, dims: list[int]) -> int:
@@ -86,7 +95,33 @@ def _check_place(place: Place) -> None:
         check_stored_tensor_type(what, tensor)
 
 
+def _declared_lengths(model: onnx.ModelProto) -> dict[str, int]:
+    """Declared static length of every 1-D value (graph inputs, outputs, value_info), by name."""
+    lengths = {}
+    for place in iter_places(model):
+        for _role, value in iter_value_infos(place):
+            shape = value.type.tensor_type.shape if value.type.HasField("tensor_type") else None
+            if shape is not None and len(shape.dim) == 1 and shape.dim[0].HasField("dim_value"):
+                lengths[value.name] = int(shape.dim[0].dim_value)
+    return lengths
+
+
+def _check_rank_inputs(model: onnx.ModelProto) -> None:
+    lengths = _declared_lengths(model)
+    for place in iter_places(model):
+        for index, node in enumerate(place.body.node):
+            position = _RANK_FROM_LENGTH.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+            if position is None or len(node.input) <= position:
+                continue
+            name = node.input[position]
+            if lengths.get(name, 0) > MAX_RANK:
+                raise ModelDefect(place.label(
+                    f"{name!r} is declared with {lengths[name]} elements and gives node {node_label(node, index)} "
+                    f"({node.op_type}) its output's rank; no tensor has more than {MAX_RANK} dimensions"))
+
+
 def check_declared_types(model: onnx.ModelProto) -> None:
     """Raise ModelDefect naming the first impossible element type or shape anywhere in ``model``."""
     for place in iter_places(model):
         _check_place(place)
+    _check_rank_inputs(model)

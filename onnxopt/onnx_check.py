@@ -16,8 +16,16 @@ compute, which onnxruntime refuses too when the types differ), the message says 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+try:
+    import resource
+except ImportError:  # Windows: no address-space limits
+    resource = None  # type: ignore[assignment]
 
 import onnx
 import onnx.shape_inference
@@ -30,6 +38,8 @@ from onnxopt.scopes import check_scopes
 from onnxopt.stored_data import element_count
 
 STRIPPED_LOCATION = "stripped.bin"
+# Memory onnx's checker may use beyond what the process holds: a stripped copy needs megabytes.
+CHECKER_MEMORY_BYTES = 4 << 30
 # Embedded tensors larger than this are replaced by external references in the checked copy;
 # small ones stay, because shape inference reads constant shapes (Reshape, Expand) from them.
 STRIP_MIN_BYTES = 1024
@@ -105,6 +115,41 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+def virtual_memory_bytes() -> int | None:
+    """This process's address-space size (Linux ``/proc``); None where it cannot be read."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+@contextlib.contextmanager
+def memory_ceiling(extra_bytes: int) -> Iterator[None]:
+    """Cap this process's address space at its current size plus ``extra_bytes`` (Linux; elsewhere no cap).
+
+    onnx's shape inference builds whatever shapes a model declares; a crafted dimension
+    can make it allocate until the machine's OOM killer steps in (and kills whatever is
+    biggest, not necessarily us). Under the cap the allocation fails as a MemoryError.
+    """
+    current = virtual_memory_bytes() if resource is not None else None
+    if current is None:
+        yield
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    ceiling = current + extra_bytes
+    if hard != resource.RLIM_INFINITY:
+        ceiling = min(ceiling, hard)
+    if soft != resource.RLIM_INFINITY and soft <= ceiling:
+        yield  # already capped at least as tightly
+        return
+    resource.setrlimit(resource.RLIMIT_AS, (ceiling, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
 def _run_checker(light: onnx.ModelProto, full: bool) -> str | None:
     """The checker's first complaint about an already stripped and sorted copy, or None."""
     with tempfile.TemporaryDirectory(prefix="onnxopt-check-") as folder:
@@ -112,9 +157,11 @@ def _run_checker(light: onnx.ModelProto, full: bool) -> str | None:
         target = Path(folder) / "model.onnx"
         target.write_bytes(light.SerializeToString())
         try:
-            onnx.checker.check_model(str(target), full_check=full)
+            with memory_ceiling(CHECKER_MEMORY_BYTES):
+                onnx.checker.check_model(str(target), full_check=full)
         except MemoryError:
-            raise
+            return (f"onnx's shape inference needs more than {CHECKER_MEMORY_BYTES >> 30} GiB for this model "
+                    "(a declared dimension far too large for what a node does with it?)")
         except Exception as error:  # whatever onnx raises here is its verdict on the model
             return _first_line(error)
     return None

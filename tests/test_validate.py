@@ -20,6 +20,7 @@ import pytest
 from onnxopt.errors import BadInputError
 from onnxopt.external_data import ExternalLazyValues
 from onnxopt.model_io import load, load_proto
+from onnxopt.onnx_check import CHECKER_MEMORY_BYTES
 from onnxopt.validate import validate_model
 from tests.util import BACKEND_DATA
 
@@ -363,3 +364,21 @@ def test_sparse_initializers_are_judged_as_the_dense_tensors_onnxruntime_makes()
     validate_model(proto, None, "m.onnx")  # onnx's shape inference alone would call Add's input sparse_tensor
     proto.graph.sparse_initializer[0].indices.raw_data = np.array([1, 40], np.int64).tobytes()
     assert "index value at position [1] out of range" in refusal(proto)
+
+
+def test_a_shape_input_longer_than_any_rank_is_refused_before_shape_inference_builds_it() -> None:
+    proto = parse(HEADER + " g (float[1, 3, 1] x, int64[4] shape) => (float[3, 3, 3, 3] y) { y = Expand(x, shape) }")
+    validate_model(proto, None, "m.onnx")
+    proto.graph.input[1].type.tensor_type.shape.dim[0].dim_value = 2**31  # onnx would build 2^31 dims: ~100 GB
+    assert ("'shape' is declared with 2147483648 elements and gives node Expand #0 (Expand) its output's rank"
+            in refusal(proto))
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="the address-space cap is Linux-only")
+def test_the_checker_runs_under_a_memory_ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
+    def greedy_checker(*_args: object, **_kwargs: object) -> None:
+        bytearray(CHECKER_MEMORY_BYTES + (1 << 30))  # what a runaway shape inference would ask for
+
+    monkeypatch.setattr(onnx.checker, "check_model", greedy_checker)
+    assert "onnx's shape inference needs more than 4 GiB for this model" in refusal(parse(CHAIN))
+    bytearray(64 << 20)  # the cap is lifted afterwards
