@@ -26,7 +26,6 @@ import logging
 import os
 import pickle
 import platform
-import resource
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxopt.benchmark import machine_info
-from onnxopt.onnx_check import virtual_memory_bytes
+from onnxopt.onnx_check import memory_ceiling
 from tests.bad_input_cases import COMMANDS, Outcome, run_case
 from tests.model_mutations import Mutant, Source, backend_sources, derived_sources, mutants, sample_sources
 
@@ -62,7 +61,7 @@ def cpu_flags() -> list[str]:
 
 
 def _run_isolated(mutant: Mutant, command: str, folder: Path) -> Outcome:
-    """Run one case in a forked child; a child killed by a signal or a timeout becomes a 'crash' outcome."""
+    """Run one case in a forked child; a child killed by a signal becomes an "uncaught" outcome."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: run, send the pickled outcome, leave without cleanup handlers
@@ -70,11 +69,10 @@ def _run_isolated(mutant: Mutant, command: str, folder: Path) -> Outcome:
         quiet = os.open(os.devnull, os.O_WRONLY)  # onnxruntime prints its fallbacks; the outcome says enough
         os.dup2(quiet, 1)
         os.dup2(quiet, 2)
-        resource.setrlimit(resource.RLIMIT_AS, ((virtual_memory_bytes() or 0) + CASE_MEMORY_BYTES,
-                                                resource.RLIM_INFINITY))
         code = 0
         try:
-            payload = pickle.dumps(run_case(mutant, command, folder))
+            with memory_ceiling(CASE_MEMORY_BYTES):
+                payload = pickle.dumps(run_case(mutant, command, folder))
             with os.fdopen(write_end, "wb") as pipe:
                 pipe.write(payload)
         except BaseException:
