@@ -226,8 +226,8 @@ def markdown(summary: dict[str, Any]) -> str:
         f"commands {', '.join(summary['commands'])} in turn, plus every source unmutated through every command: "
         f"{summary['total_runs']} runs in {summary['seconds']} s.",
         "",
-        "Outcome: the exit code; `0 (input valid)` / `0 (input invalid)` say whether onnx's full check "
-        "accepted the mutated input (inspect runs count as their exit code).",
+        "Outcome: the exit code; `0 (input valid)` / `0 (input valid once sorted)` / `0 (input invalid)` say "
+        "whether onnx's full check accepts the mutated input (as it is, or with its nodes in dependency order).",
         "",
         f"**Violations of the CLI's promises: {len(summary['violations'])}**; exit 0 with an input that fails "
         f"onnx's full check: {summary['exit0_with_invalid_input']}.",

@@ -169,10 +169,10 @@ class Outcome:
 
     @property
     def outcome(self) -> str:
-        """A short class for counting: exit code, and for exit 0 whether the input was valid."""
+        """A short class for counting: the exit code, and for exit 0 whether onnx's full check accepts the input."""
         if self.uncaught:
             return "uncaught"
-        if self.exit_code == 0 and self.command != "inspect":
+        if self.exit_code == 0:
             if self.input_full_check:
                 return "0 (input valid)"
             return "0 (input valid once sorted)" if self.input_valid_once_sorted else "0 (input invalid)"
