@@ -190,7 +190,7 @@ def summarize(outcomes: list[Outcome], seeds: list[int], cases: int, commands: l
     ]
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python -m bench.bad_input_fuzz " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python -m bench.bad_input_fuzz", *sys.argv[1:]]),
         "machine": machine_info("cpu"),
         "cpu_flags": cpu_flags(),
         "python": platform.python_version(),

@@ -132,7 +132,7 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
     summary = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python -m bench.validation_cost " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python -m bench.validation_cost", *sys.argv[1:]]),
         "machine": machine_info("cpu"),
         "cpu_flags": cpu_flags(),
         "models": rows,
