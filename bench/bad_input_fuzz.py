@@ -42,7 +42,7 @@ logger = logging.getLogger("bench.bad_input_fuzz")
 RESULTS = Path(__file__).resolve().parent / "results"
 # Each case runs under this much address space beyond the driver's: a case that would take the
 # machine's memory fails with MemoryError (the CLI's "out of memory", exit 1) instead.
-CASE_MEMORY_BYTES = 6 << 30
+CASE_MEMORY_BYTES = 3 << 30
 
 
 def cpu_flags() -> list[str]:
