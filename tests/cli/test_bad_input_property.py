@@ -14,7 +14,9 @@ cases and several seeds.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -42,6 +44,7 @@ def all_mutants() -> list[Mutant]:
     backend = backend_sources()
     samples = sample_sources(("tiny",))
     derived_folder = Path(tempfile.mkdtemp(prefix="onnxopt-derived-"))
+    atexit.register(shutil.rmtree, derived_folder, True)
     bases = [source for source in backend if source.name.startswith(("light/", "pytorch-converted/"))][::6]
     sources = backend + samples + derived_sources(derived_folder, bases + samples[:1])
     return mutants(sources, CASES, SEED)
