@@ -143,20 +143,21 @@ def _remove_tree(folder: Path) -> None:
     folder.rmdir()
 
 
-# Which step refused a model, recognised from the words of its one-line message.
+# Which step refused a model, recognised from the words of its one-line message. The random
+# feed guard first (a pass quotes its message), then a pass's own refusals, then validation's steps.
 REFUSAL_STEPS = (
+    ("random feed size", ("a random feed of shape",)),
+    ("a pass refused the model", ("error: fp16", "error: qdq", "error: weight-only", "error: pass ")),
     ("protobuf parse", ("not a valid ONNX model", "empty file")),
     ("UTF-8 text", ("not valid UTF-8",)),
     ("element types and dims", ("element type", "dimension", "more than any machine can address", "output's rank")),
     ("stored data lengths", ("raw_data holds", "entries, but", "external data", "holds no data", "cannot hold them",
-                             "stores its data twice", "external location", "outside the model folder",
-                             "absolute path", "not found beside")),
+                             "cannot use raw_data", "stores its data twice", "external location",
+                             "outside the model folder", "absolute path", "not found beside", "stored in segments")),
     ("scopes and cycles", ("which nothing defines", "defined twice", "cycle", "redefines a value",
                            "not produced by anything", "does not import", "listed twice", "calls itself")),
     ("onnx checker and shape inference", ("invalid ONNX model", "value_info annotations", "shape inference needs")),
-    ("random feed size", ("random feed",)),
     ("graph import", ("cannot import graph",)),
-    ("a pass refused the model", ("fp16", "qdq", "weight-only", "onnxruntime cannot")),
 )
 
 
