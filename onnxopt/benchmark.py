@@ -36,7 +36,7 @@ import onnxruntime as ort
 
 from onnxopt.data import input_specs, make_feeds
 from onnxopt.errors import BadInputError
-from onnxopt.model_io import model_file_bytes, read_proto
+from onnxopt.model_io import model_file_bytes, read_valid_proto
 from onnxopt.report.schema import header, json_safe
 from onnxopt.runtime import create_session, providers_for
 
@@ -256,7 +256,7 @@ def benchmark(model_paths: list[str | os.PathLike[str]], config: BenchConfig | N
         raise BadInputError("--threads must not be negative")
     providers_for(config.provider)  # refuse an unknown or unavailable provider before any work
     paths = [Path(path) for path in model_paths]
-    protos = [read_proto(path) for path in paths]
+    protos = [read_valid_proto(path) for path in paths]
     if config.data is None:
         _check_same_inputs(paths, protos)
     feeds = [_feeds_for(path, proto, config) for path, proto in zip(paths, protos, strict=True)]

@@ -7,7 +7,7 @@ from typing import Any
 
 from onnxopt.data import make_feeds
 from onnxopt.errors import BadInputError
-from onnxopt.model_io import read_proto
+from onnxopt.model_io import read_valid_proto
 from onnxopt.runtime import create_session, run_session
 from onnxopt.verify import Comparison, compare_runs
 
@@ -21,8 +21,8 @@ def compare_models(
     max_batches: int | None = 16,
 ) -> tuple[Comparison, dict[str, Any]]:
     """Worst-case errors of B against A per output over the feeds (DATA or random)."""
-    proto_a = read_proto(path_a)
-    read_proto(path_b)
+    proto_a = read_valid_proto(path_a)
+    read_valid_proto(path_b)
     feeds = make_feeds(proto_a, inputs, batch_size, shapes, max_batches=max_batches)
     session_a = create_session(path_a)
     session_b = create_session(path_b)

@@ -10,6 +10,9 @@ declared shapes (symbolic dims from ``--shape``; integer inputs get small ranges
 from __future__ import annotations
 
 import logging
+import math
+import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +21,7 @@ import numpy as np
 import onnx
 
 from onnxopt.errors import BadInputError
+from onnxopt.report import human_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +43,10 @@ _NP_FROM_ONNX = {
 # Symbolic non-batch dims (sequence length, image size) get this size in random feeds:
 # long enough that a transformer's attention and a CNN's pooling see realistic shapes.
 DEFAULT_SYMBOLIC_DIM = 32
+# A random feed is built in memory from the declared shapes before anything runs. Real inputs
+# (token ids, 4K images, short videos) are far below this; a dimension of 2^40 from a damaged
+# or mis-exported file is refused here, naming the input, instead of failing as MemoryError.
+MAX_RANDOM_FEED_BYTES = 1 << 30
 _warned_symbolic: set[tuple[str, str]] = set()
 
 
@@ -103,6 +111,8 @@ def parse_shape_option(items: tuple[str, ...] | list[str]) -> dict[str, list[int
             shapes[name] = [int(d) for d in dims.split(",") if d.strip()]
         except ValueError:
             raise BadInputError(f"--shape {item!r}: dimensions must be integers") from None
+        if any(dim < 0 for dim in shapes[name]):
+            raise BadInputError(f"--shape {item!r}: dimensions cannot be negative")
     return shapes
 
 
@@ -126,15 +136,42 @@ def _concrete_shape(spec: InputSpec, shapes: dict[str, list[int]], batch_size: i
     return concrete
 
 
+def random_feed_shapes(
+    specs: list[InputSpec], shapes: dict[str, list[int]] | None = None, batch_size: int = 1
+) -> dict[str, list[int]]:
+    """The concrete shape of each input of a random feed, refused when the feed would not fit in memory.
+
+    Raises BadInputError naming the largest input before anything is allocated when the
+    feed would exceed MAX_RANDOM_FEED_BYTES: sizes that came from ``--shape``, the batch
+    size or symbolic dims can be changed with ``--shape``; a fixed declared shape cannot.
+    """
+    shapes = shapes or {}
+    concrete = {spec.name: _concrete_shape(spec, shapes, batch_size) for spec in specs}
+    sizes = {spec.name: math.prod(concrete[spec.name]) * spec.dtype.itemsize for spec in specs}
+    if sum(sizes.values()) <= MAX_RANDOM_FEED_BYTES:
+        return concrete
+    largest = max(specs, key=lambda spec: sizes[spec.name])
+    problem = (
+        f"input {largest.name!r}: a random feed of shape {concrete[largest.name]} ({largest.dtype}) needs "
+        f"{human_bytes(sizes[largest.name])}, over the {human_bytes(MAX_RANDOM_FEED_BYTES)} limit"
+    )
+    fixed = largest.name not in shapes and all(isinstance(dim, int) for dim in largest.shape)
+    if fixed and math.prod(largest.shape) * largest.dtype.itemsize > MAX_RANDOM_FEED_BYTES:
+        raise BadInputError(f"{problem}; the model declares this shape as fixed, so no input of a smaller size "
+                            "fits it: check the model's input shape")
+    raise BadInputError(f"{problem}; give smaller sizes with --shape {largest.name}=d0,d1,... "
+                        "(or --batch-size), or real inputs as DATA")
+
+
 def random_feed(
     specs: list[InputSpec], shapes: dict[str, list[int]] | None = None, batch_size: int = 1, seed: int = 0
 ) -> dict[str, np.ndarray]:
     """A random feed from declared shapes; integer inputs get ranges safe for ids and masks."""
     rng = np.random.default_rng(seed)
-    shapes = shapes or {}
+    concrete = random_feed_shapes(specs, shapes, batch_size)
     feed = {}
     for spec in specs:
-        shape = _concrete_shape(spec, shapes, batch_size)
+        shape = concrete[spec.name]
         lowered = spec.name.lower()
         if spec.dtype == np.bool_:
             feed[spec.name] = np.asarray(rng.random(shape) > 0.5)  # an array even for 0-d inputs
@@ -234,8 +271,9 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as error:
-        raise BadInputError(f"DATA {path}: not a readable .npz ({str(error).splitlines()[0]})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:  # a damaged archive
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise BadInputError(f"DATA {path}: not a readable .npz ({reason})") from None
 
 
 def make_feeds(
@@ -264,4 +302,6 @@ def make_feeds(
     )
     if feeds.path is not None:
         next(iter(feeds), None)  # validate up front: bad DATA is a usage error, not a mid-run failure
+    else:
+        random_feed_shapes(specs, shapes, batch_size)  # refuse impossible sizes before any pass runs
     return feeds

@@ -23,6 +23,16 @@ class RuntimeLoadError(BadInputError):
     """
 
 
+class ModelDefect(Exception):
+    """A check found a model malformed; the caller decides whose fault that is.
+
+    Raised by the checks shared by up-front validation and the checks after each pass
+    (``onnxopt.validate``, ``onnxopt.structure``): in a user's file it becomes a
+    ``BadInputError``, after a pass it means the pass broke the model and is rolled back.
+    Not an ``OnnxoptError`` on purpose: it must always be translated, never shown as is.
+    """
+
+
 class VerificationError(OnnxoptError):
     """An optimized model does not meet its numerical contract (exit code 1)."""
 

@@ -19,6 +19,7 @@ import onnx
 import onnx.numpy_helper
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
+from onnxopt.element_types import payload_bytes
 from onnxopt.errors import BadInputError
 
 CHUNK_BYTES = 16 * 1024 * 1024
@@ -62,7 +63,12 @@ def _byte_range(tensor: onnx.TensorProto, path: Path) -> tuple[int, int]:
     offset = int(info.get("offset", 0) or 0)
     length_text = info.get("length")
     file_size = path.stat().st_size
-    length = int(length_text) if length_text else file_size - offset
+    count = 1
+    for dim in tensor.dims:
+        count *= int(dim)
+    # Without a length entry the tensor is as long as its dims say (the file may hold more after it).
+    declared = payload_bytes(tensor.data_type, count)
+    length = int(length_text) if length_text else (declared if declared is not None else file_size - offset)
     if offset < 0 or length < 0 or offset + length > file_size:
         raise BadInputError(
             f"external data of tensor {tensor.name!r} asks for bytes {offset}..{offset + length} "

@@ -1,8 +1,9 @@
 """Load and save models: the one place that touches .onnx files.
 
 Loading keeps weights lazy (``load_external_data=False`` plus memory-mapped reads), checks
-the file before any pass sees it (bad protobuf, cycles, unknown ops, unsafe external-data
-paths) and turns every problem into a ``BadInputError`` with one line. Saving writes the
+the file whole before any pass sees it (``onnxopt.validate``: damaged protobuf, names,
+types, dims, stored data lengths, scopes, cycles, unknown ops, shape inference, unsafe
+external-data paths) and turns every problem into a ``BadInputError`` with one line. Saving writes the
 lowest IR version the model needs, embeds small models, streams external tensors of
 large ones, and replaces the target atomically so no partial file is ever left behind.
 """
@@ -24,7 +25,7 @@ import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
-from onnxopt.errors import BadInputError
+from onnxopt.errors import BadInputError, ModelDefect
 from onnxopt.external_data import (
     ExternalLazyValues,
     external_info,
@@ -34,6 +35,8 @@ from onnxopt.external_data import (
     resolve_location,
 )
 from onnxopt.graph_walk import iter_all_graphs, toposort_all
+from onnxopt.onnx_check import STRIPPED_LOCATION as STRIPPED_LOCATION  # re-exported for passes that strip weights
+from onnxopt.validate import check_model_structure, validate_model
 from onnxopt.versioning import minimum_ir_version
 
 logger = logging.getLogger(__name__)
@@ -43,7 +46,6 @@ EXTERNAL_DATA_THRESHOLD_BYTES = 1_800_000_000
 # Tensors smaller than this stay embedded even in an external-data model.
 EXTERNAL_TENSOR_MIN_BYTES = 1024
 EXTERNAL_ALIGNMENT_BYTES = 4096
-STRIPPED_LOCATION = "stripped.bin"
 
 gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR
 
@@ -132,88 +134,12 @@ def iter_model_tensor_protos(model: onnx.ModelProto) -> Iterator[onnx.TensorProt
                     yield attr.t
 
 
-def _validate_external_data(proto: onnx.ModelProto, base_dir: Path) -> bool:
-    found = False
-    for tensor in iter_model_tensor_protos(proto):
-        if is_external(tensor):
-            found = True
-            path = resolve_location(base_dir, external_info(tensor).get("location", ""), tensor.name)
-            length = external_info(tensor).get("length")
-            offset = int(external_info(tensor).get("offset", 0) or 0)
-            if length is not None and offset + int(length) > path.stat().st_size:
-                raise BadInputError(
-                    f"external data file {path.name} is too short for tensor {tensor.name!r} (truncated?)"
-                )
-    return found
-
-
-def find_cycle(graph: onnx.GraphProto) -> str | None:
-    """Name a node on a cycle of ``graph`` (data dependencies only), or None if acyclic."""
-    producer = {out: index for index, node in enumerate(graph.node) for out in node.output if out}
-    indegree = [0] * len(graph.node)
-    users: dict[int, list[int]] = {}
-    for index, node in enumerate(graph.node):
-        for name in set(node.input):
-            source = producer.get(name)
-            if source is not None:
-                indegree[index] += 1
-                users.setdefault(source, []).append(index)
-    ready = [index for index, degree in enumerate(indegree) if degree == 0]
-    seen = 0
-    while ready:
-        index = ready.pop()
-        seen += 1
-        for user in users.get(index, []):
-            indegree[user] -= 1
-            if indegree[user] == 0:
-                ready.append(user)
-    if seen == len(graph.node):
-        return None
-    stuck = next(index for index, degree in enumerate(indegree) if degree > 0)
-    node = graph.node[stuck]
-    return node.name or f"{node.op_type} #{stuck}"
-
-
-def stripped_copy(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy with large tensor bytes replaced by external references, for the checker."""
-    light = onnx.ModelProto()
-    light.CopyFrom(proto)
-    for tensor in iter_model_tensor_protos(light):
-        if is_external(tensor):
-            for entry in tensor.external_data:
-                if entry.key == "location":
-                    entry.value = STRIPPED_LOCATION  # real locations were validated separately
-        elif tensor.ByteSize() > EXTERNAL_TENSOR_MIN_BYTES:
-            length = len(raw_bytes_of_inline(tensor))
-            for name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
-                tensor.ClearField(name)
-            tensor.data_location = onnx.TensorProto.EXTERNAL
-            del tensor.external_data[:]
-            for key, value in (("location", STRIPPED_LOCATION), ("offset", "0"), ("length", str(length))):
-                entry = tensor.external_data.add()
-                entry.key, entry.value = key, value
-    return light
-
-
 def check_proto(proto: onnx.ModelProto, what: str) -> None:
-    """Cycles and onnx.checker (on a weight-stripped copy); raises BadInputError."""
-    for graph in [proto.graph]:
-        cycle_node = find_cycle(graph)
-        if cycle_node is not None:
-            raise BadInputError(f"{what}: graph has a cycle through node {cycle_node!r}")
+    """The structural checks run after every pass (scopes, types, stored data, onnx.checker); BadInputError."""
     try:
-        with tempfile.TemporaryDirectory(prefix="onnxopt-check-") as folder:
-            # The checker insists that external locations name a real file beside the model.
-            (Path(folder) / STRIPPED_LOCATION).write_bytes(b"")
-            target = Path(folder) / "model.onnx"
-            target.write_bytes(stripped_copy(proto).SerializeToString())
-            onnx.checker.check_model(str(target))
-    except onnx.checker.ValidationError as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        first = lines[0] if lines else "invalid model"
-        if "topologically sorted" in first:
-            return  # acyclic but unsorted: graph-surgeon sorts it on import
-        raise BadInputError(f"{what}: invalid ONNX model: {first}") from None
+        check_model_structure(proto)
+    except ModelDefect as defect:
+        raise BadInputError(f"{what}: {defect}") from None
 
 
 def _attach_lazy_external(graph: gs.Graph, base_dir: Path) -> None:
@@ -233,22 +159,26 @@ def _attach_lazy_external(graph: gs.Graph, base_dir: Path) -> None:
                         value._values = ExternalLazyValues(proto, resolve_location(base_dir, location, proto.name))
 
 
-def from_proto(proto: onnx.ModelProto, base_dir: Path | None = None, path: Path | None = None) -> Model:
-    """Import a checked ModelProto into a Model (weights stay lazy)."""
-    had_external = False
-    if base_dir is not None:
-        had_external = _validate_external_data(proto, base_dir)
-    elif any(is_external(t) for t in iter_model_tensor_protos(proto)):
-        raise BadInputError("model has external data but no folder to read it from")
+def from_proto(proto: onnx.ModelProto, base_dir: Path | None = None, path: Path | None = None,
+               validated: bool = False) -> Model:
+    """Import a ModelProto into a Model (weights stay lazy), without validating it.
+
+    For models a pass built itself; a user's model goes through ``load`` or
+    ``load_proto``, which validate it whole first. An import failure is bad input for an
+    unvalidated model, but onnxopt's own failure (an internal error) once ``validated``.
+    """
     what = str(path) if path else "model"
-    check_proto(proto, what)
+    had_external = any(is_external(tensor) for tensor in iter_model_tensor_protos(proto))
+    if had_external and base_dir is None:
+        raise BadInputError(f"{what}: model has external data but no folder to read it from")
     try:
         graph = gs.import_onnx(proto)
         toposort_all(graph)
     except Exception as error:  # graph-surgeon raises bare Exceptions on malformed graphs
-        raise BadInputError(
-            f"{what}: cannot import graph ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
-        ) from None
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if validated:
+            raise RuntimeError(f"graph-surgeon cannot import {what}, which passed validation: {reason}") from error
+        raise BadInputError(f"{what}: cannot import graph ({reason})") from None
     if base_dir is not None:
         _attach_lazy_external(graph, base_dir)
     return Model(
@@ -324,11 +254,23 @@ def _hoist_shared_subgraph_initializers(graph: onnx.GraphProto) -> None:
             sub.initializer.extend(kept)
 
 
-def load(path: str | os.PathLike[str]) -> Model:
-    """Load a model from disk without reading its weights; BadInputError on any problem."""
-    path = Path(path)
+def read_valid_proto(path: Path) -> onnx.ModelProto:
+    """Parse and validate a user's model file without importing it (for commands that run it as it is)."""
     proto = read_proto(path)
-    return from_proto(proto, base_dir=path.resolve().parent, path=path)
+    validate_model(proto, path.resolve().parent, str(path))
+    return proto
+
+
+def load_proto(proto: onnx.ModelProto, base_dir: Path | None = None, path: Path | None = None) -> Model:
+    """Validate a user's ModelProto whole (``onnxopt.validate``), then import it; BadInputError on any defect."""
+    validate_model(proto, base_dir, str(path) if path else "model")
+    return from_proto(proto, base_dir=base_dir, path=path, validated=True)
+
+
+def load(path: str | os.PathLike[str]) -> Model:
+    """Load and validate a model from disk without reading its weights; BadInputError on any problem."""
+    path = Path(path)
+    return load_proto(read_proto(path), base_dir=path.resolve().parent, path=path)
 
 
 def _used_domains(proto: onnx.ModelProto) -> set[str]:

@@ -37,7 +37,7 @@ import onnx_graphsurgeon as gs
 
 from onnxopt.errors import BadInputError
 from onnxopt.graph_walk import iter_all_graphs
-from onnxopt.model_io import Model, from_proto, load, read_constant
+from onnxopt.model_io import Model, load, load_proto, read_constant
 from onnxopt.weight_axes import weight_axis
 
 TARGETS = ("tensorrt", "ort-cpu", "ort-cuda")
@@ -67,7 +67,7 @@ def _as_model(model_or_path: Model | onnx.ModelProto | str | os.PathLike[str]) -
     if isinstance(model_or_path, Model):
         return model_or_path
     if isinstance(model_or_path, onnx.ModelProto):
-        return from_proto(model_or_path)
+        return load_proto(model_or_path)
     if isinstance(model_or_path, (str, os.PathLike)):
         return load(Path(model_or_path))
     raise BadInputError(f"cannot check a {type(model_or_path).__name__}; give a path or a model")

@@ -18,7 +18,10 @@ BACKEND_DATA = Path(onnx.__file__).resolve().parent / "backend" / "test" / "data
 
 
 def model_from_text(text: str) -> Model:
-    """A Model from ONNX text syntax (onnx.parser), checked like a loaded file."""
+    """A Model from ONNX text syntax (onnx.parser), imported without up-front validation.
+
+    Tests often build a partial graph and complete it afterwards; ``load_proto`` validates.
+    """
     return from_proto(onnx.parser.parse_model(text))
 
 

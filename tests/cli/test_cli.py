@@ -172,10 +172,28 @@ def _bad_input(kind: str, tmp_path: Path) -> tuple[Path, str]:
         )
         path.write_bytes(proto.SerializeToString())
         return path, "Gelu"
+    if kind == "undefined-read":
+        path = tmp_path / "undefined.onnx"
+        proto = onnx.parser.parse_model(DUPLICATED)
+        proto.graph.node[1].input[0] = "nowhere_673"
+        path.write_bytes(proto.SerializeToString())
+        return path, "reads 'nowhere_673', which nothing defines"
+    if kind == "short-weight":
+        path = duplicated_model(tmp_path / "short.onnx")
+        proto = onnx.load(str(path))
+        proto.graph.initializer[1].raw_data = proto.graph.initializer[1].raw_data[:216]
+        path.write_bytes(proto.SerializeToString())
+        return path, "initializer 'w2': raw_data holds 216 bytes, but dims [32, 32] of FLOAT need 4096"
+    if kind == "not-utf8":
+        path = tmp_path / "flipped.onnx"
+        data = duplicated_model(tmp_path / "source.onnx").read_bytes()
+        path.write_bytes(data.replace(b"MatMul", b"Mat\xc3ul", 1))
+        return path, "is not valid UTF-8"
     raise AssertionError(kind)
 
 
-BAD_KINDS = ["not-onnx", "truncated", "missing-external", "external-outside", "cycle", "unknown-op"]
+BAD_KINDS = ["not-onnx", "truncated", "missing-external", "external-outside", "cycle", "unknown-op", "undefined-read",
+             "short-weight", "not-utf8"]
 
 
 @pytest.mark.parametrize("kind", BAD_KINDS)
@@ -188,6 +206,30 @@ def test_bad_input_exits_2_with_one_line_and_touches_nothing(kind: str, tmp_path
     assert_one_line_error(result, 2, fragment)
     assert (source.read_bytes(), os.stat(source).st_mtime_ns) == before
     assert list(out_dir.iterdir()) == [], "no partial output may be left"
+
+
+def _matmul_model(path: Path, rows: str) -> Path:
+    proto = onnx.parser.parse_model(DUPLICATED.replace("[4, 32]", f"[{rows}, 32]"))
+    weight = np.random.default_rng(0).standard_normal((32, 32)).astype(np.float32)
+    proto.graph.initializer.extend([onnx.numpy_helper.from_array(weight, name) for name in ("w1", "w2")])
+    path.write_bytes(proto.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("options", [["--verify"], ["--preset", "fp16"]])
+def test_random_feeds_too_large_for_memory_exit_2_before_any_allocation(options: list[str], tmp_path: Path) -> None:
+    source = _matmul_model(tmp_path / "rows.onnx", "rows")
+    result = invoke("optimize", source, "-o", tmp_path / "out.onnx", *options, "--shape", "x=1099511627776,32")
+    assert_one_line_error(result, 2, "input 'x': a random feed of shape [1099511627776, 32] (float32) needs 128.0 TiB")
+    assert "give smaller sizes with --shape x=d0,d1,..." in result.stderr
+    assert not (tmp_path / "out.onnx").exists()
+    fixed = invoke("optimize", source, "-o", tmp_path / "out.onnx", *options, "--shape", "x=4,32")
+    assert fixed.exit_code == 0, fixed.output
+    declared = _matmul_model(tmp_path / "huge.onnx", "1099511627776")
+    result = invoke("optimize", declared, "-o", tmp_path / "out2.onnx", *options)
+    assert_one_line_error(result, 2, "the model declares this shape as fixed")
+    assert not (tmp_path / "out2.onnx").exists()
+    assert invoke("optimize", declared, "-o", tmp_path / "out2.onnx").exit_code == 0, "no random feed, no limit"
 
 
 def test_bad_input_as_subprocess_has_no_traceback(tmp_path: Path) -> None:
@@ -243,6 +285,11 @@ def test_bad_data_exits_2(tmp_path: Path) -> None:
     assert_one_line_error(
         invoke("optimize", source, "-o", tmp_path / "o.onnx", "--verify", "--inputs", wrong_rank), 2, "rank"
     )
+    damaged = tmp_path / "damaged.npz"
+    damaged.write_bytes(wrong_rank.read_bytes()[:100])
+    assert_one_line_error(
+        invoke("optimize", source, "-o", tmp_path / "o.onnx", "--verify", "--inputs", damaged), 2, "not a readable .npz"
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
     assert_one_line_error(
@@ -274,3 +321,12 @@ def test_inspect_compare_and_passes(tmp_path: Path) -> None:
     assert all(p["contract"] in ("exact", "tolerance", "lossy") for p in listed["passes"])
     assert "default" in listed["presets"]
     assert_one_line_error(invoke("inspect", tmp_path / "missing.onnx"), 2, "no such file")
+
+
+@pytest.mark.parametrize("command", ["compare", "bench", "inspect", "check"])
+def test_every_command_that_reads_a_model_refuses_a_damaged_one(command: str, tmp_path: Path) -> None:
+    source, fragment = _bad_input("not-utf8", tmp_path)
+    good = duplicated_model(tmp_path / "good.onnx")
+    args = {"compare": [source, good], "bench": [source], "inspect": [source],
+            "check": ["--target", "tensorrt", source]}[command]
+    assert_one_line_error(invoke(command, *args), 2, fragment)
