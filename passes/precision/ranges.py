@@ -378,7 +378,9 @@ def _iter_activations(model: Model, names: list[str], feeds: Iterable[dict[str, 
             raise BadInputError(f"onnxruntime cannot load the model: {first}") from None
     wanted = [output.name for output in session.get_outputs() if output.name in set(names)]
     for feed in feeds:
-        yield dict(zip(wanted, session.run(wanted, feed), strict=True))
+        # Nothing to expose (no float32 tensor besides the inputs): session.run([]) would return every
+        # output instead of none, so there is nothing to run.
+        yield dict(zip(wanted, session.run(wanted, feed), strict=True)) if wanted else {}
 
 
 def collect_ranges(

@@ -28,7 +28,7 @@ from tests.passes.precision.helpers import (
     kept_reasons,
     node_by_output,
 )
-from tests.util import model_from_text, outputs
+from tests.util import model_from_text, outputs, run_pass
 
 RNG = np.random.default_rng(7)
 
@@ -512,3 +512,21 @@ def test_a_second_run_changes_nothing():
     twice, second = convert(once, data=[feed], keep_fp32=("op:Exp", "op:Log", "op:Softplus"))
     assert first.modified and not second.modified
     assert onnx.printer.to_text(to_proto(twice).graph) == onnx.printer.to_text(to_proto(once).graph)
+
+
+def test_a_model_with_no_float_tensor_to_measure_converts_without_error():
+    # onnx's backend model test_sequence_model6: its only float tensor is the input, read into a
+    # sequence; range measurement must not ask onnxruntime for "no outputs" (which means all of them).
+    model = model_from_text("""
+    <ir_version: 7, opset_import: ["" : 12]>
+    g (float[2,3,4] X) => (int64 len) {
+        seq = SplitToSequence <axis: int = -1> (X)
+        len = SequenceLength (seq)
+    }
+    """)
+    feed = {"X": np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)}
+    expected = outputs(model, feed)
+    converted, result = run_pass(Fp16Pass, model)
+    assert result.stats["activation_ranges"] == "2 batch(es) of random feeds", "ranges were measured"
+    assert [row["reason"] for row in result.stats["decisions"]] == ["'seq' is a sequence/optional value"]
+    np.testing.assert_array_equal(outputs(converted, feed)["len"], expected["len"])
