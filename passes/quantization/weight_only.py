@@ -170,15 +170,23 @@ def storage_bits_for(options: WeightOnlyOptions, scheme: str, form: str, opset: 
     return 2
 
 
+class OpsetUpgradeRefused(Exception):
+    """onnx's version converter cannot bring this model to the opset the DequantizeLinear form needs."""
+
+
 def upgrade_opset(model: Model, version: int) -> None:
-    """Convert ``model`` in place to default-domain opset ``version`` with onnx's converter."""
+    """Convert ``model`` in place to default-domain opset ``version`` with onnx's converter.
+
+    A converter without an adapter for one of the model's ops is neither the user's fault nor
+    a bug of the pass: the pass then leaves the model as it is and says why (OpsetUpgradeRefused).
+    """
     proto = to_proto(model)
     try:
         converted = onnx.version_converter.convert_version(proto, version)
     except Exception as error:  # the converter raises bare RuntimeErrors/ValidationErrors
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise BadInputError(
-            f"weight-only: cannot convert the model to opset {version} for DequantizeLinear "
+        raise OpsetUpgradeRefused(
+            f"onnx's version converter cannot bring the model to opset {version} for DequantizeLinear "
             f"({first}); format=matmulnbits with op_types=MatMul,Gemm needs no upgrade") from None
     upgraded = from_proto(converted, base_dir=model.base_dir, path=model.path)
     model.graph = upgraded.graph
@@ -231,7 +239,12 @@ class WeightOnly(Pass):
                       for p in plans if p.form == "dq"), default=0)
         if needed > model.opset:
             source = model.opset
-            upgrade_opset(model, needed)
+            try:
+                upgrade_opset(model, needed)
+            except OpsetUpgradeRefused as refusal:
+                logger.warning("weight-only left the model unchanged: %s", refusal)
+                stats["refused"] = str(refusal)
+                return PassResult(modified=False, stats=stats, notes=[*notes, f"left unchanged: {refusal}"])
             notes.append(f"opset upgraded from {source} to {needed} for DequantizeLinear (block_size / sub-byte types)")
             stats["opset_upgraded"] = f"{source}->{needed}"
             logger.info("weight-only: converted the model from opset %d to %d", source, needed)

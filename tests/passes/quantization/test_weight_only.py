@@ -131,6 +131,24 @@ def test_int4_dq_golden_structure_and_storage():
     assert list(inits[gemm_dq.input[1]].dims) == [40, 3]  # [N, K / 32] scales
 
 
+def test_an_opset_the_converter_cannot_reach_leaves_the_model_unchanged_with_the_reason(monkeypatch):
+    # onnx's version converter lacks adapters for some ops: not the user's input being bad, and not
+    # a failure of the run; the pass refuses, says why, and the model stays as it was.
+    def no_adapter(proto, version):
+        raise RuntimeError("No Adapter For Current Version $ SomeOp")
+
+    monkeypatch.setattr(onnx.version_converter, "convert_version", no_adapter)
+    model = mlp_model()
+    sample = feed()
+    before = outputs(model, sample)
+    result_model, result = run_pass(WeightOnly, model, format="dq", min_weight_elements=1000)
+    assert not result.modified
+    assert "cannot bring the model to opset 21" in result.stats["refused"]
+    assert "No Adapter" in result.notes[-1]
+    assert "DequantizeLinear" not in op_types(result_model)
+    np.testing.assert_array_equal(outputs(result_model, sample)["y"], before["y"])
+
+
 def test_int4_rtn_codes_are_nearest_and_outputs_match_stored_weights():
     model = mlp_model()
     w1 = numpy_helper.to_array(initializers(model)["w1"]).astype(np.float64)
