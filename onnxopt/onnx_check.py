@@ -79,15 +79,17 @@ def _densify_sparse_initializers(light: onnx.ModelProto) -> None:
         del body.sparse_initializer[:]
 
 
-def stripped_copy(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy with large tensor bytes replaced by references to an empty file: dims and types stay.
+def strip_payloads_in_place(proto: onnx.ModelProto, min_bytes: int = STRIP_MIN_BYTES) -> onnx.ModelProto:
+    """Replace tensor bytes above ``min_bytes`` by references to an empty file: dims and types stay.
 
+    For every analysis that needs a model's structure but no weight values (the checker,
+    shape and type inference): the model then costs megabytes, and one over 2 GB fits in a
+    protobuf. Small tensors stay, because shape inference reads constant shapes (Reshape,
+    Expand) from them. External tensors keep their offsets and lengths, pointing nowhere.
     Payload sizes come from dims and element type (``onnxopt.stored_data`` checks that the
     stored bytes match them): reading ``raw_data`` to measure it copies the whole payload.
     """
-    light = onnx.ModelProto()
-    light.CopyFrom(proto)
-    for original, tensor in zip(_stored_tensors(proto), _stored_tensors(light), strict=True):
+    for tensor in _stored_tensors(proto):
         if is_external(tensor):
             for entry in tensor.external_data:
                 if entry.key == "location":
@@ -97,8 +99,8 @@ def stripped_copy(proto: onnx.ModelProto) -> onnx.ModelProto:
             continue
         length = payload_bytes(tensor.data_type, element_count(tensor))
         if length is None:
-            length = _embedded_bytes(original)
-        if length <= STRIP_MIN_BYTES:
+            length = _embedded_bytes(tensor)
+        if length <= min_bytes:
             continue
         for name in _DATA_FIELDS:
             tensor.ClearField(name)
@@ -107,7 +109,14 @@ def stripped_copy(proto: onnx.ModelProto) -> onnx.ModelProto:
         for key, value in (("location", STRIPPED_LOCATION), ("offset", "0"), ("length", str(length))):
             entry = tensor.external_data.add()
             entry.key, entry.value = key, value
-    return light
+    return proto
+
+
+def stripped_copy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``proto`` with its large payloads stripped (``strip_payloads_in_place``)."""
+    light = onnx.ModelProto()
+    light.CopyFrom(proto)
+    return strip_payloads_in_place(light)
 
 
 def _first_line(error: BaseException) -> str:

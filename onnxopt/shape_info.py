@@ -16,9 +16,9 @@ import onnx
 import onnx.shape_inference
 import onnx_graphsurgeon as gs
 
-from onnxopt.external_data import is_external
 from onnxopt.graph_edit import constant_shape, tensor_onnx_dtype
-from onnxopt.model_io import EXTERNAL_TENSOR_MIN_BYTES, Model, iter_model_tensor_protos, tensor_nbytes, to_proto
+from onnxopt.model_io import Model, to_proto
+from onnxopt.onnx_check import strip_payloads_in_place
 
 logger = logging.getLogger(__name__)
 
@@ -42,20 +42,6 @@ class TensorInfo:
         if self.shape is None or any(not isinstance(dim, int) for dim in self.shape):
             return None
         return tuple(int(dim) for dim in self.shape)  # type: ignore[arg-type]
-
-
-def _strip_weights_in_place(proto: onnx.ModelProto) -> None:
-    for tensor in iter_model_tensor_protos(proto):
-        if is_external(tensor) or tensor_nbytes(tensor) < EXTERNAL_TENSOR_MIN_BYTES:
-            continue
-        length = tensor_nbytes(tensor)
-        for name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
-            tensor.ClearField(name)
-        tensor.data_location = onnx.TensorProto.EXTERNAL
-        del tensor.external_data[:]
-        for key, value in (("location", "stripped.bin"), ("offset", "0"), ("length", str(length))):
-            entry = tensor.external_data.add()
-            entry.key, entry.value = key, value
 
 
 def _info_from_type(value_type: onnx.TypeProto) -> TensorInfo | None:
@@ -103,7 +89,7 @@ def infer_tensor_infos(model: Model) -> dict[str, TensorInfo]:
     Returns an empty dict when shape inference fails, so callers simply see "unknown".
     """
     proto = to_proto(model)
-    _strip_weights_in_place(proto)
+    strip_payloads_in_place(proto)
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
     except Exception as error:  # inference rejects some valid-but-unusual models; shapes are then unknown

@@ -21,9 +21,9 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
-from onnxopt.external_data import is_external
 from onnxopt.graph_walk import iter_all_graphs, node_subgraphs
-from onnxopt.model_io import EXTERNAL_TENSOR_MIN_BYTES, STRIPPED_LOCATION, Model, iter_model_tensor_protos, to_proto
+from onnxopt.model_io import EXTERNAL_TENSOR_MIN_BYTES, STRIPPED_LOCATION, Model, to_proto
+from onnxopt.onnx_check import strip_payloads_in_place
 from onnxopt.passes.precision.half_values import HalfLazyValues
 
 logger = logging.getLogger(__name__)
@@ -104,21 +104,8 @@ def _weightless_proto(model: Model) -> onnx.ModelProto:
                 entry.key, entry.value = "location", STRIPPED_LOCATION
                 tensor._values = LazyValues(stub)
     proto = to_proto(work)
-    _strip_in_place(proto)
+    strip_payloads_in_place(proto)
     return proto
-
-
-def _strip_in_place(proto: onnx.ModelProto) -> None:
-    """Replace large tensor payloads by dummy external references (inference needs no values)."""
-    for tensor in iter_model_tensor_protos(proto):
-        if is_external(tensor) or tensor.ByteSize() <= EXTERNAL_TENSOR_MIN_BYTES:
-            continue
-        for name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data"):
-            tensor.ClearField(name)
-        tensor.data_location = onnx.TensorProto.EXTERNAL
-        del tensor.external_data[:]
-        entry = tensor.external_data.add()
-        entry.key, entry.value = "location", STRIPPED_LOCATION
 
 
 def _iter_graph_protos(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
