@@ -5,7 +5,8 @@ Passes live in one folder per family, each with a docstring that says how the fa
 * ``cleanup/``      exact rewrites looped to a fixed point (dedup, dead code, identity, folding, CSE);
 * ``fusion/``       Conv+BatchNormalization and MatMul+Add fusions (tolerance 1e-5);
 * ``precision/``    the fp16/bf16 pass with its plan, range measurement and rewrite;
-* ``quantization/`` int8 Q/DQ (static, dynamic), int8 embeddings, int4/binary/ternary weight-only.
+* ``quantization/`` int8 Q/DQ (static, dynamic), int8 embeddings, int4/binary/ternary weight-only;
+* ``sharing/``      transposed/reshaped twin weights stored once (exact), k-means weight clustering (lossy).
 
 A family imports only from the framework (``onnxopt.*``), never from another family.
 Third parties register a ``Pass`` subclass under the ``onnxopt.passes`` entry-point group.
@@ -31,6 +32,7 @@ PRESETS["default"] = [
     "eliminate-identity",
     "fold-constants",
     "dedup-initializers",
+    "share-twins",
     "cse",
     "fuse-conv-bn",
     "fuse-matmul-add",
@@ -51,13 +53,14 @@ PRESETS["int8-tensorrt"] = [*PRESETS["default"], "qdq:target=tensorrt"]
 
 
 # "family.module:Class" of each built-in pass, one per line, in listing order. Each family is a folder of
-# this package (cleanup/, fusion/, precision/, quantization/) whose __init__ docstring says how it works.
+# this package (cleanup/, fusion/, precision/, quantization/, sharing/) whose __init__ docstring says how it works.
 _BUILTIN_MODULES: list[str] = [
     "cleanup.dedup_initializers:DedupInitializers",
     "cleanup.eliminate_dead:EliminateDead",
     "cleanup.eliminate_identity:EliminateIdentity",
     "cleanup.fold_constants:FoldConstants",
     "cleanup.cse:CommonSubexpressionElimination",
+    "sharing.share_twins:ShareTwins",
     "fusion.fuse_conv_bn:FuseConvBatchNorm",
     "fusion.fuse_matmul_add:FuseMatMulAdd",
     "quantization.weight_only:WeightOnly",
