@@ -59,20 +59,27 @@ def prepared_hessian(hessian: np.ndarray) -> np.ndarray:
     return prepared
 
 
+def feedback_factor(hessian: np.ndarray, damp_ratio: float, order: np.ndarray) -> np.ndarray:
+    """The factor ``quantize_with_feedback`` uses for ``hessian`` taken in ``order``."""
+    return inverse_cholesky_upper(hessian[np.ix_(order, order)], damp_ratio)
+
+
 def quantize_with_feedback(weights_kn: np.ndarray, hessian: np.ndarray, quantize_row: RowQuantizer,
                            damp_ratio: float = DEFAULT_DAMP_RATIO, order: np.ndarray | None = None,
-                           lazy_rows: int = LAZY_BATCH_ROWS) -> np.ndarray:
+                           lazy_rows: int = LAZY_BATCH_ROWS, factor: np.ndarray | None = None) -> np.ndarray:
     """Quantize ``W [K, N]`` row by row in ``order`` (default: stored order) with error feedback.
 
     ``hessian`` should come from ``prepared_hessian``. ``quantize_row`` is called once per
     row, in processing order; the returned matrix holds the quantized rows in processing
-    order (``result[i]`` is stored row ``order[i]``).
+    order (``result[i]`` is stored row ``order[i]``). Columns are independent given H, so a
+    caller may quantize column chunks separately, passing the ``feedback_factor`` it
+    computed once as ``factor``.
     """
     weights = np.array(weights_kn, dtype=np.float64)
     k_rows = weights.shape[0]
     order = np.arange(k_rows) if order is None else np.asarray(order)
     weights = weights[order]
-    upper = inverse_cholesky_upper(hessian[np.ix_(order, order)], damp_ratio)
+    upper = factor if factor is not None else feedback_factor(hessian, damp_ratio, order)
     quantized = np.empty_like(weights)
     lazy = max(1, min(lazy_rows, k_rows))
     for start in range(0, k_rows, lazy):
