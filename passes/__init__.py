@@ -50,10 +50,12 @@ PRESETS["bf16"] = [*PRESETS["default"], "fp16:bf16=true"]
 PRESETS["int8"] = [*PRESETS["default"], "qdq", "quantize-embeddings"]
 # TensorRT: static symmetric int8 Q/DQ; needs --calib DATA (TensorRT has no dynamic int8).
 PRESETS["int8-tensorrt"] = [*PRESETS["default"], "qdq:target=tensorrt"]
-# Palettization after the exact cleanups: 4-bit k-means codebooks (int8 entries, one per 64 rows × 2 channels of
-# each MatMul/Gemm weight; per column group for tables and Conv kernels), rebuilt by standard ONNX ops that
-# onnxruntime folds at load (float speed, ~0.16x file). With --calib DATA: importance-weighted, error feedback.
-PRESETS["palettize"] = [*PRESETS["default"], "cluster-weights:bits=4:group_rows=64:codebook_dtype=int8"]
+# Palettization after the exact cleanups: 4-bit k-means codebooks (16 int8 entries with a float16 scale) per output
+# channel and 64 rows of each MatMul/Gemm weight, per channel(s) of tables and Conv kernels; rebuilt by standard ONNX
+# ops that onnxruntime folds at load (float speed; MiniLM 0.16x file). With --calib DATA: importance-weighted
+# k-means and error feedback (MiniLM: mean cosine 0.994 to the PyTorch reference on held-out sentences).
+PRESETS["palettize"] = [*PRESETS["default"],
+                        "cluster-weights:bits=4:group_channels=1:group_rows=64:codebook_dtype=int8"]
 
 
 # "family.module:Class" of each built-in pass, one per line, in listing order. Each family is a folder of

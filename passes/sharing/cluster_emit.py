@@ -17,7 +17,7 @@ the float model. The chain (opset ≥ 11, for ``BitShift``):
    steps of ``cluster_plan.GroupLayout``).
 
 Codebooks are stored in the weight's dtype, in float16 (then ``Cast``), or in int8 with one
-float scale per group (``Cast`` and ``Mul``).
+float16 scale per group (``Cast`` and ``Mul``).
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ class Palette:
         """``[G, K]`` codebook entries in the weight's dtype, as the graph computes them."""
         values = self.stored_codebook().astype(dtype)
         if self.codebook_scales is not None:
-            values = (values * self.codebook_scales.astype(dtype)[:, None]).astype(dtype)
+            scales = self.codebook_scales.astype(np.float16).astype(dtype)
+            values = (values * scales[:, None]).astype(dtype)
         return values
 
     def stored_codebook(self) -> np.ndarray:
@@ -160,7 +161,9 @@ def emit_palette(graph: gs.Graph, weight: gs.Constant, palette: Palette, taken: 
                                                                                                    np.int64))],
                                         "codebook_levels", np.int8, [groups, clusters])],
                         "codebook_float", dtype, [groups, clusters], to=numpy_to_onnx_dtype(dtype))
-        scales = b.const("codebook_scale", palette.codebook_scales.astype(dtype).reshape(groups, 1))
+        scales: gs.Tensor = b.const("codebook_scale", palette.codebook_scales.astype(np.float16).reshape(groups, 1))
+        if dtype != np.float16:
+            scales = b.node("Cast", [scales], "codebook_scale_float", dtype, [groups, 1], to=numpy_to_onnx_dtype(dtype))
         scaled = b.node("Mul", [levels, scales], "codebook_scaled", dtype, [groups, clusters])
         codebook = b.node("Reshape", [scaled, b.const("codebook_flat", np.array([-1], np.int64))], "codebook_values",
                           dtype, [groups * clusters])

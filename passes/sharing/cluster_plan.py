@@ -1,7 +1,8 @@
 """Which weights ``cluster-weights`` clusters, how their elements are grouped, and why not the others.
 
 The *match/check* half of the pass. A weight is a float constant read as MatMul's or
-Gemm's B, a Conv kernel or a Gather table; it is clustered only when every node reading it
+Gemm's B, a Conv kernel, or a table read by Gather (token embeddings) or Slice (position
+embeddings); it is clustered only when every node reading it
 is one of those (in the main graph) and all agree on its layout, so the float tensor
 really leaves the file and every reader sees the same values.
 
@@ -26,7 +27,9 @@ from onnxopt.model_io import constant_nbytes
 from onnxopt.weight_axes import weight_axis
 
 FLOAT_WEIGHT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
-WEIGHT_SLOT = {"MatMul": 1, "Gemm": 1, "Conv": 1, "Gather": 0}
+WEIGHT_SLOT = {"MatMul": 1, "Gemm": 1, "Conv": 1, "Gather": 0, "Slice": 0}
+# Readers that index a table (embeddings: Gather for tokens, Slice for positions) instead of multiplying it.
+TABLE_OPS = ("Gather", "Slice")
 
 # (op, reshape target or transpose permutation) — one step of the grouped-to-stored inverse.
 Step = tuple[str, tuple[int, ...]]
@@ -156,6 +159,8 @@ def _axes(node: gs.Node, rank: int) -> tuple[int, int | None, int] | str:
         if int(node.attrs.get("axis", 0)) != 0 or rank != 2:
             return "Gather along an axis other than 0 of a 2-D table"
         return 1, 0, -1
+    if node.op == "Slice":
+        return (1, 0, -1) if rank == 2 else "Slice of a table that is not 2-D"
     out_axis = weight_axis(node, WEIGHT_SLOT[node.op], rank)
     if out_axis is None:
         return f"{node.op} weight of rank {rank}"
@@ -197,7 +202,7 @@ def plan_clusters(graph: gs.Graph, request: PlanRequest, protected: set[str]) ->
         if isinstance(axes, str):
             skipped[weight.name] = axes
             continue
-        if node.op != "Gather" and isinstance(node.inputs[0], gs.Constant):
+        if node.op not in TABLE_OPS and isinstance(node.inputs[0], gs.Constant):
             skipped[weight.name] = "both inputs constant (constant folding's job)"
             continue
         weights[id(weight)] = weight
@@ -215,12 +220,12 @@ def plan_clusters(graph: gs.Graph, request: PlanRequest, protected: set[str]) ->
         out_axis, in_axis, _ = uses[0][1]
         shape = tuple(int(d) for d in weight.shape)
         matrix = in_axis is not None and len(shape) == 2
-        # A Gather table's rows are tokens, not a reduction axis: its codebooks always span every row.
-        row_limit = 0 if uses[0][0].op == "Gather" else request.group_rows
+        # A table's rows are tokens or positions, not a reduction axis: its codebooks always span every row.
+        row_limit = 0 if uses[0][0].op in TABLE_OPS else request.group_rows
         layout = GroupLayout(shape, out_axis, in_axis if matrix else None,
                              largest_divisor_at_most(shape[out_axis], request.group_channels),
                              largest_divisor_at_most(shape[in_axis], row_limit) if matrix else 0)
-        cluster_uses = [ClusterUse(node, None if node.op == "Gather" else node.inputs[0], axes[2])
+        cluster_uses = [ClusterUse(node, None if node.op in TABLE_OPS else node.inputs[0], axes[2])
                         for node, axes in uses]
         plans.append(ClusterPlan(weight, cluster_uses, layout))
     return plans, skipped

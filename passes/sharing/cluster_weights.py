@@ -1,6 +1,7 @@
 """``cluster-weights``: each weight as a small codebook plus packed indices (palettization).
 
-What: the float weights of MatMul, Gemm, Conv and Gather (embedding tables) are replaced by
+What: the float weights of MatMul, Gemm, Conv, and tables read by Gather or Slice
+(embeddings) are replaced by
 ``2^bits`` values per group of output channels (k-means, k-means++ seeds) and a ``bits``-wide
 index per element, stored packed; standard ONNX ops rebuild the dense weight, and
 onnxruntime folds them into a constant when the session loads.
@@ -57,7 +58,7 @@ class ClusterWeightsOptions(PassOptions):
     most 1 bit per weight; a large number = one codebook per tensor). ``group_rows``: for
     2-D weights, consecutive rows of the reduction axis sharing a codebook (0 = all).
     ``codebook_dtype``: auto (float16 for float32/float16 weights) | float32 | float16 |
-    int8 (integer levels with one float scale per codebook). ``method``: auto (error
+    int8 (integer levels with one float16 scale per codebook). ``method``: auto (error
     feedback with DATA for MatMul/Gemm weights, else k-means) | kmeans | feedback.
     ``keep_zero``: groups with ≥ 1 % exact zeros (pruned weights) keep 0.0 as an exact entry.
     ``op_types``: readers whose weights are clustered. ``exclude``: weight or node names /
@@ -76,7 +77,7 @@ class ClusterWeightsOptions(PassOptions):
     codebook_dtype: str = "auto"
     method: str = "auto"
     keep_zero: bool = True
-    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Conv", "Gather")
+    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Conv", "Gather", "Slice")
     exclude: tuple[str, ...] = ()
     min_weight_elements: int = 1024
     iterations: int = 30
@@ -202,7 +203,7 @@ class ClusterWeights(Pass):
             importance = np.broadcast_to(np.diag(hessian).astype(np.float32).reshape(view), values.shape)
         else:
             importance = element_importance(plan, energies)
-        palette, errors = fit_palette(values, plan.layout, settings, importance, hessian, np.dtype(values.dtype))
+        palette, errors = fit_palette(values, plan.layout, settings, importance, hessian)
         del values
         bytes_before = constant_nbytes(weight)
         dense, constants = emit_palette(model.graph, weight, palette, taken)

@@ -10,8 +10,8 @@ its expected cost is ``E[x_k²] · δ²`` (plus cross terms between inputs). Clu
 
 Both are streamed by the framework (``onnxopt.input_statistics``): one pass over DATA for
 the energies, memory ``K`` per input; ``K²`` per input for the full statistics, in as many
-passes as a memory budget needs. Gather tables get no data weighting: a calibration set
-sees a sliver of the vocabulary, and weighting the rows it happens to contain would fit
+passes as a memory budget needs. Tables (Gather, Slice) get no data weighting: a calibration
+set sees a sliver of the vocabulary, and weighting the rows it happens to contain would fit
 the codebooks to those tokens at the expense of all others.
 """
 

@@ -5,8 +5,9 @@ Order of the steps, and why:
 1. k-means (``kmeans.fit_codebooks``) on the ``[G, M]`` grouping, each element weighted by
    its importance (``importance``; uniform without DATA); a zero is pinned as an exact
    entry of groups that hold many exact zeros (pruned weights stay pruned).
-2. The codebook is rounded to what the file stores (float16, or int8 levels with one scale
-   per group), so every later step works with the values the model will really hold.
+2. The codebook is rounded to what the file stores (float16, or int8 levels with one
+   float16 scale per group), so every later step works with the values the model will
+   really hold.
 3. Indices: the nearest stored entry, or — for MatMul/Gemm weights with input statistics
    ``H`` — error feedback (``onnxopt.error_feedback``): rows of the ``[K, N]`` view are
    assigned in turn, the inputs with the most energy first, and each row's error is pushed
@@ -60,11 +61,10 @@ class FitErrors:
     output: float | None = None
 
 
-def _int8_codebook(centroids: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """Integer levels ``[G, K]`` and one scale per group (in ``dtype``) for float centroids."""
+def _int8_codebook(centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer levels ``[G, K]`` and one float16 scale per group for float centroids."""
     scale = np.max(np.abs(centroids), axis=1) / INT8_LEVEL
-    scale = scale.astype(dtype).astype(np.float64)
-    scale = np.where(scale > 0, scale, 1.0)
+    scale = np.maximum(scale.astype(np.float16), np.float16(np.finfo(np.float16).tiny)).astype(np.float64)
     levels = np.clip(np.rint(centroids / scale[:, None]), -INT8_LEVEL, INT8_LEVEL)
     return levels, scale
 
@@ -75,7 +75,7 @@ def _chunks(total: int, per_item: int, step: int = 1) -> list[slice]:
 
 
 def fit_palette(weights: np.ndarray, layout: GroupLayout, settings: FitSettings, importance: np.ndarray | None,
-                hessian: np.ndarray | None, scale_dtype: np.dtype) -> tuple[Palette, FitErrors]:
+                hessian: np.ndarray | None) -> tuple[Palette, FitErrors]:
     """The palette of one weight (``weights`` in its stored layout and dtype) and its errors."""
     float_dtype = np.dtype(np.float16) if settings.codebook_dtype == np.dtype(np.float16) else np.dtype(np.float32)
     grouped = layout.to_groups(weights)
@@ -95,7 +95,7 @@ def fit_palette(weights: np.ndarray, layout: GroupLayout, settings: FitSettings,
         indices[part] = fitted.indices
     scales = None
     if settings.codebook_dtype == np.dtype(np.int8):
-        centroids, scales = _int8_codebook(centroids, scale_dtype)
+        centroids, scales = _int8_codebook(centroids)
     palette = Palette(layout, centroids, indices, settings.bits, settings.codebook_dtype, scales)
     entries = palette.codebook_values(np.dtype(np.float64))  # what the model holds, per group
     if hessian is not None and layout.matrix:
