@@ -26,8 +26,10 @@ from collections import Counter
 from dataclasses import dataclass, replace
 
 import numpy as np
+import onnx_graphsurgeon as gs
 
 from onnxopt.errors import BadInputError
+from onnxopt.external_data import ExternalLazyValues, external_array_view
 from onnxopt.graph_edit import all_tensor_names, replace_uses
 from onnxopt.input_statistics import collect_channel_energy, collect_hessians, mask_input_for
 from onnxopt.model_io import Model, constant_nbytes, read_constant
@@ -126,6 +128,16 @@ def _auto_channels(plan: ClusterPlan, options: ClusterWeightsOptions) -> Cluster
     return ClusterPlan(plan.constant, plan.uses, replace(layout, channels=channels), plan.notes)
 
 
+def _read_once(weight: gs.Constant) -> np.ndarray:
+    """The weight's values; an external tensor as a read-only memory map (read once, never held twice)."""
+    values = weight._values
+    if isinstance(values, ExternalLazyValues):
+        view = external_array_view(values.tensor, values.path)
+        if view is not None:
+            return view
+    return np.asarray(read_constant(weight))
+
+
 class ClusterWeights(Pass):
     """Weights as per-group k-means codebooks plus packed indices, rebuilt by standard ONNX ops (lossy)."""
 
@@ -195,7 +207,7 @@ class ClusterWeights(Pass):
     def _cluster_one(model: Model, plan: ClusterPlan, settings: FitSettings, hessians: dict, energies: dict,
                      feedback: bool, taken: set[str]) -> dict[str, object]:
         weight = plan.constant
-        values = np.asarray(read_constant(weight))
+        values = _read_once(weight)
         hessian = plan_hessian(plan, hessians) if feedback and plan.error_feedback_capable else None
         if hessian is not None:
             view = [1] * values.ndim

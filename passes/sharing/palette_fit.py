@@ -38,8 +38,9 @@ from onnxopt.passes.sharing.kmeans import fit_codebooks, nearest_indices
 # A group pins 0.0 as a codebook entry when at least this fraction of its elements is exactly zero.
 ZERO_PIN_FRACTION = 0.01
 INT8_LEVEL = 127
-# Elements processed together in float64 (k-means groups, error-feedback columns).
-CHUNK_ELEMENTS = 1 << 22
+# Elements processed together in float64 (k-means groups, error-feedback columns): about ten float64
+# work arrays of this size exist at once (sorting, prefix sums), 80 MB in all.
+CHUNK_ELEMENTS = 1 << 20
 
 
 @dataclass(frozen=True)
