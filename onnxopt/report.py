@@ -55,7 +55,9 @@ def pass_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
     for record in result["passes"]:
         if record["status"] == "unchanged":
             continue
-        stats = ", ".join(f"{k}={v}" for k, v in record["stats"].items() if v not in (0, None, [], {}))
+        # Per-tensor decisions (a list of dicts) are counted here, not spelled out in a table cell.
+        stats = ", ".join(f"{k}={len(v) if k == 'decisions' else v}" for k, v in record["stats"].items()
+                          if v not in (0, None, [], {}))
         rows.append(
             (
                 record["name"],

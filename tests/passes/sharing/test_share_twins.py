@@ -372,3 +372,28 @@ def test_find_relation_and_its_inverse(keeper_shape, perm, twin_shape):
 def test_candidate_perms_skip_axes_of_size_one():
     assert list(candidate_perms((3, 1, 4))) == [(0, 1, 2), (2, 0, 1)]
     assert Relation((2, 0, 1), (3, 1, 4), (4, 3)).describe() == "transpose[2, 0, 1] + reshape[4, 3]"
+
+
+def test_gpt2_tied_head_through_the_real_cli(tmp_path):
+    """The GPT-2 builder stores the head as the embedding table transposed (as PyTorch's exporter
+    does); the default `onnxopt optimize` drops exactly that copy, bit-exact."""
+    from click.testing import CliRunner
+
+    from models.cache import cached_model
+    from models.gpt2 import sample_inputs
+    from onnxopt.cli import cli
+    from onnxopt.model_io import model_file_bytes, read_proto
+
+    source = cached_model("gpt2", "tiny")
+    tables = {t.name: onnx.numpy_helper.to_array(t) for t in read_proto(source).graph.initializer
+              if t.name in ("wte.weight", "lm_head.weight")}
+    np.testing.assert_array_equal(tables["lm_head.weight"], tables["wte.weight"].T)
+    result = CliRunner().invoke(cli, ["optimize", str(source), "-o", str(tmp_path / "out.onnx"), "--verify"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    dropped = model_file_bytes(source) - model_file_bytes(tmp_path / "out.onnx")
+    assert tables["wte.weight"].nbytes <= dropped < tables["wte.weight"].nbytes + 1024
+    feed = sample_inputs("tiny", batch_size=2)
+    for optimize in (False, True):
+        assert_bit_exact(*(run_session(create_session(path, optimize=optimize), feed)
+                           for path in (source, tmp_path / "out.onnx")))
