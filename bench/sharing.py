@@ -237,19 +237,29 @@ def _ratios(latency: dict[str, list[float]]) -> str:
     return " / ".join(f"{r:.2f}" for r in latency["ratio"])
 
 
+def _stamp(section: dict[str, Any]) -> str:
+    measured = section.get("measured") or {}
+    return f"Measured {measured.get('date', '?')} with `{measured.get('command', '?')}`."
+
+
+def _gpt2_by_size(results: dict[str, Any]) -> dict[str, Any]:
+    """GPT-2 results keyed by size (files written before sizes were kept apart hold one, flat)."""
+    stored = results.get("gpt2") or {}
+    return {stored["size"]: stored} if "size" in stored else dict(stored)
+
+
 def markdown(results: dict[str, Any]) -> str:
     header = results["header"]
     lines = ["# Parameter sharing: twins and clustering", "",
-             f"Command: `{header['command']}`  ", f"Date: {header['date']}  ",
+             "Each section names the command and date it was measured with.  ",
              f"Machine: {header['machine'].get('processor', '')} × {header['machine'].get('cpu_count', '')} "
              f"(CPU flags: {', '.join(header['cpu_flags'])}); onnxruntime {header['machine'].get('onnxruntime', '')} "
              "on the CPU.  ",
              "Latency: p50 of interleaved runs (batch 1, onnxruntime graph optimizations on, as deployed), as a "
              f"ratio to the first row, {ROUNDS} rounds (shared cores: ±5–10 % is noise).", ""]
-    gpt2 = results.get("gpt2")
-    if gpt2:
+    for gpt2 in _gpt2_by_size(results).values():
         identical = gpt2["bit_identical"]
-        lines += [f"## GPT-2 ({gpt2['size']}): the tied head stored transposed", "",
+        lines += [f"## GPT-2 ({gpt2['size']}): the tied head stored transposed", "", _stamp(gpt2), "",
                   "| measure | value |", "|---|---|",
                   f"| head equals the embedding table transposed | {gpt2['head_is_embedding_transposed']} |",
                   f"| duplicate table | {_mib(gpt2['duplicate_table_bytes'])} |",
@@ -265,7 +275,7 @@ def markdown(results: dict[str, Any]) -> str:
                   f"{_mib(gpt2['optimize_peak_rss_bytes'])} |", ""]
     minilm = results.get("minilm")
     if minilm:
-        lines += ["## MiniLM (all-MiniLM-L6-v2, real weights): clustering", "",
+        lines += ["## MiniLM (all-MiniLM-L6-v2, real weights): clustering", "", _stamp(minilm), "",
                   "| variant | file | vs fp32 | cosine mean | cosine min | latency vs fp32 (rounds) | optimize |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for row in minilm["rows"]:
@@ -279,15 +289,15 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("")
     digits = results.get("digits")
     if digits:
-        lines += ["## Digits CNN (trained): 4 bits", "", "| variant | file vs fp32 | accuracy | latency vs fp32 |",
-                  "|---|---:|---:|---:|"]
+        lines += ["## Digits CNN (trained): 4 bits", "", _stamp(digits), "",
+                  "| variant | file vs fp32 | accuracy | latency vs fp32 |", "|---|---:|---:|---:|"]
         lines += [f"| {row['variant']} | {row['file_ratio']:.3f} | {row['accuracy']:.4f} | {_ratios(row['latency'])} |"
                   for row in digits["rows"]]
         lines.append("")
     large = results.get("large")
     if large:
         base, small = large["base"], large["small"]
-        lines += ["## A > 2 GB external-data model (`models.large_mlp --size base`)", "",
+        lines += ["## A > 2 GB external-data model (`models.large_mlp --size base`)", "", _stamp(large), "",
                   f"`onnxopt optimize IN -o OUT --passes {large['passes']}` in a process of its own.", "",
                   "| measure | value |", "|---|---|",
                   f"| model | {_mib(base['model_bytes'])}, largest tensor {_mib(large['largest_tensor_bytes'])} |",
@@ -319,23 +329,26 @@ def main(argv: list[str] | None = None) -> int:
     json_path = RESULTS / "sharing.json"
     results: dict[str, Any] = json.loads(json_path.read_text()) if json_path.exists() else {}
     sections = [s.strip() for s in arguments.sections.split(",") if s.strip()]
+    stamp = {"command": "python -m bench.sharing " + " ".join(argv if argv is not None else sys.argv[1:]),
+             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     with tempfile.TemporaryDirectory(prefix="onnxopt-sharing-") as scratch:
         workdir = arguments.workdir or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)
         for section in sections:
             if section == "gpt2":
-                results["gpt2"] = gpt2_section(arguments.gpt2_size, workdir, arguments.runs)
+                measured = _gpt2_by_size(results)
+                measured[arguments.gpt2_size] = {**gpt2_section(arguments.gpt2_size, workdir, arguments.runs),
+                                                 "measured": stamp}
+                results["gpt2"] = measured
             elif section == "minilm":
-                results["minilm"] = minilm_section(workdir, arguments.runs)
+                results["minilm"] = {**minilm_section(workdir, arguments.runs), "measured": stamp}
             elif section == "digits":
-                results["digits"] = digits_section(workdir, arguments.runs * 10)
+                results["digits"] = {**digits_section(workdir, arguments.runs * 10), "measured": stamp}
             elif section == "large":
-                results["large"] = large_section(workdir)
+                results["large"] = {**large_section(workdir), "measured": stamp}
             else:
                 parser.error(f"unknown section {section!r}")
-            results["header"] = {"command": "python -m bench.sharing " + " ".join(argv or sys.argv[1:]),
-                                 "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                                 "machine": machine_info("cpu"), "cpu_flags": cpu_flags()}
+            results["header"] = {"machine": machine_info("cpu"), "cpu_flags": cpu_flags()}
             json_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
             (RESULTS / "sharing.md").write_text(markdown(results))
             logger.info("wrote %s", RESULTS / "sharing.md")

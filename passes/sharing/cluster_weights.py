@@ -222,7 +222,8 @@ class ClusterWeights(Pass):
         replace_uses(model.graph, weight, dense)
         method = "feedback" if hessian is not None else "kmeans-weighted" if importance is not None else "kmeans"
         decision: dict[str, object] = {
-            "pass": "cluster-weights", "tensor": weight.name, "op": plan.op, "shape": list(plan.layout.shape),
+            "pass": "cluster-weights", "tensor": weight.name, "op": plan.op,
+            "shape": "x".join(map(str, plan.layout.shape)),
             "bits": settings.bits, "codebook_size": 1 << settings.bits, "codebooks": plan.layout.groups,
             "group_channels": plan.layout.channels, "group_rows": plan.layout.rows,
             "codebook_dtype": str(settings.codebook_dtype), "method": method,
