@@ -23,6 +23,11 @@ from onnxopt.element_types import payload_bytes
 from onnxopt.errors import BadInputError
 
 CHUNK_BYTES = 16 * 1024 * 1024
+# Element types stored several to a byte: no numpy view of their bytes has their shape.
+_PACKED_TYPES = frozenset(
+    getattr(onnx.TensorProto, name) for name in ("INT4", "UINT4", "INT2", "UINT2", "FLOAT4E2M1")
+    if hasattr(onnx.TensorProto, name)
+)
 
 
 def is_external(tensor: onnx.TensorProto) -> bool:
@@ -101,6 +106,26 @@ def read_external_bytes(tensor: onnx.TensorProto, path: Path) -> bytes:
         start = offset - offset % page
         with mmap.mmap(handle.fileno(), length + offset - start, access=mmap.ACCESS_READ, offset=start) as view:
             return view[offset - start : offset - start + length]
+
+
+def external_array_view(tensor: onnx.TensorProto, path: Path) -> np.ndarray | None:
+    """A read-only memory map of an external tensor as a numpy array (no copy), or None when its
+    element type has no fixed-width numpy dtype (sub-byte, strings) or its bytes do not fit the shape.
+
+    For a pass that reads a large weight once to transform it: the pages are read on demand
+    and belong to the page cache, so the weight is not held twice (file bytes, then array).
+    """
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
+    except (KeyError, TypeError, ValueError):
+        return None
+    if dtype.kind in "OSU" or tensor.data_type in _PACKED_TYPES:
+        return None
+    offset, length = _byte_range(tensor, path)
+    shape = tuple(int(dim) for dim in tensor.dims)
+    if length != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize or length == 0:
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
 
 
 def external_to_array(tensor: onnx.TensorProto, path: Path) -> np.ndarray:

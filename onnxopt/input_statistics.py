@@ -1,4 +1,4 @@
-"""Second-moment statistics of layer inputs (``XᵀX``), streamed batch by batch.
+"""Second-moment statistics of layer inputs (``XᵀX`` and its diagonal), streamed batch by batch.
 
 Several passes need, for a weight ``W`` read as ``X @ W``, the Gram matrix ``H = XᵀX`` of the
 activations that reach it: GPTQ spreads rounding error with it, SparseGPT and Wanda score
@@ -7,7 +7,12 @@ in the framework, so those families share one streamed implementation.
 
 ``HessianAccumulator`` adds one batch's ``XᵀX`` at a time and never keeps activations, so
 memory is ``K²`` per layer input whatever the number of samples; ``collect_hessians`` runs
-the model once per group of inputs whose sums fit a memory budget.
+the model once per group of inputs whose sums fit a memory budget. Where only the
+diagonal is needed (how much energy each input channel carries: the importance of the
+weights that multiply it, for weighted clustering and Conv inputs), ``ChannelEnergy``
+keeps ``Σ x²`` per channel — ``K`` numbers — and ``collect_channel_energy`` streams them
+for any channel axis. ``mask_input_for`` finds the attention-mask input whose zeros mark
+padded positions, which every transformer statistic should leave out.
 """
 
 from __future__ import annotations
@@ -52,6 +57,67 @@ class HessianAccumulator:
         """Add another input's statistics (a weight read by several nodes minimises their sum)."""
         self.sum += other.sum
         self.rows += other.rows
+
+
+class ChannelEnergy:
+    """Running ``Σ x²`` per channel of one activation (channels along ``axis``), over unmasked positions."""
+
+    def __init__(self, channels: int, axis: int = -1) -> None:
+        self.channels = channels
+        self.axis = axis
+        self.sum = np.zeros(channels, dtype=np.float64)
+        self.count = 0
+
+    def add(self, batch: np.ndarray, position_mask: np.ndarray | None = None) -> None:
+        """Add a batch; ``position_mask`` (the batch's shape without the channel axis, last-axis
+        channels only) keeps only positions where it is non-zero."""
+        values = np.moveaxis(np.asarray(batch), self.axis, -1)
+        if values.shape[-1] != self.channels:
+            raise ValueError(f"activation has {values.shape[-1]} channels, expected {self.channels}")
+        matrix = values.reshape(-1, self.channels)
+        if position_mask is not None:
+            matrix = matrix[np.asarray(position_mask).reshape(-1) != 0]
+        matrix = matrix.astype(np.float64)
+        self.sum += np.einsum("ij,ij->j", matrix, matrix)
+        self.count += matrix.shape[0]
+
+    @property
+    def mean(self) -> np.ndarray:
+        """``E[x²]`` per channel (zeros before any data)."""
+        return self.sum / max(1, self.count)
+
+
+def collect_channel_energy(model: Model, requests: Mapping[tuple[str, int], int],
+                           feeds: Iterable[dict[str, np.ndarray]], max_batches: int = 0,
+                           mask_input: str | None = None) -> dict[tuple[str, int], ChannelEnergy]:
+    """``Σ x²`` per channel of each requested activation ``(tensor name, channel axis) -> channels``, in one
+    streamed pass over the data. ``mask_input`` as for ``collect_hessians`` (last-axis channels only)."""
+    sums = {key: ChannelEnergy(channels, key[1]) for key, channels in requests.items()}
+    if not sums:
+        return sums
+    batches = itertools.islice(feeds, max_batches) if max_batches > 0 else feeds
+    names = list(dict.fromkeys(name for name, _ in requests))
+    for feed, values in _with_feeds(model, names, batches):
+        mask = feed.get(mask_input) if mask_input else None
+        for (name, axis), accumulator in sums.items():
+            value = values[name]
+            last = axis in (-1, value.ndim - 1)
+            position_mask = mask if mask is not None and last and value.shape[:-1] == mask.shape else None
+            accumulator.add(value, position_mask)
+    logger.info("collected channel energies of %d activations", len(sums))
+    return sums
+
+
+def mask_input_for(model: Model, choice: str) -> str | None:
+    """The input whose zeros mark padding: the named one, or (``auto``) a 2-D integer ``*attention_mask*`` input."""
+    if choice != "auto":
+        return choice or None
+    for tensor in model.graph.inputs:
+        shape = tensor.shape or []
+        integer = tensor.dtype is not None and np.issubdtype(np.dtype(tensor.dtype), np.integer)
+        if "attention_mask" in tensor.name.lower() and len(shape) == 2 and integer:
+            return tensor.name
+    return None
 
 
 def collect_hessians(model: Model, requests: Mapping[tuple[str, bool], int], feeds: Iterable[dict[str, np.ndarray]],

@@ -1,4 +1,4 @@
-"""Content identity of constant tensors: type key, streamed digest, streamed byte comparison.
+"""Content identity of constant tensors: type key, streamed digests, streamed byte comparison.
 
 Deduplication must never merge two tensors on a hash alone, and must not load a
 multi-gigabyte external weight to compare it. Every constant - an external tensor read
@@ -8,6 +8,13 @@ comparison of the two streams confirms each merge. A sample of each payload (its
 and last bytes) splits same-shaped weights - every layer of a large model - before any
 full read, and full digests of external tensors are remembered per file region, so a
 pass run to a fixed point reads each weight file once, not once per iteration.
+
+Tensors that hold the same values in another layout (a weight stored once as ``W`` and
+once as ``Wᵀ``, or reshaped) have different byte streams but the same *multiset* of
+elements: ``multiset_digest`` hashes each element on its own and adds the hashes, so it
+does not depend on the order of the stream and still reads each tensor once, streaming.
+``ElementReader`` reads single elements (through a memory map for external data), so a
+candidate layout can be tested on a sample before any full comparison.
 """
 
 from __future__ import annotations
@@ -39,6 +46,17 @@ SAMPLE_BYTES = 64 * 1024
 
 # Full digests of external tensors, keyed by file region and the file's size and mtime.
 _EXTERNAL_DIGESTS: dict[tuple, str] = {}
+# Element types stored one element per whole byte or more, but not as one of the unsigned ints below.
+_SUB_BYTE_TYPES = frozenset(
+    getattr(onnx.TensorProto, name)
+    for name in ("INT4", "UINT4", "INT2", "UINT2", "FLOAT4E2M1")
+    if hasattr(onnx.TensorProto, name)
+)
+_WORD_SIZES = (1, 2, 4, 8)
+# Odd 64-bit multipliers of splitmix64's finaliser (Steele et al.), the per-element mixer of multiset_digest.
+_MIX_ADD = np.uint64(0x9E3779B97F4A7C15)
+_MIX_MUL_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_MUL_2 = np.uint64(0x94D049BB133111EB)
 
 
 def _string_bytes(values: np.ndarray) -> bytes:
@@ -176,7 +194,7 @@ def content_digest(constant: gs.Constant) -> str:
     return result
 
 
-def _streams_equal(left: Iterator[bytes], right: Iterator[bytes]) -> bool:
+def streams_equal(left: Iterator[bytes], right: Iterator[bytes]) -> bool:
     """Compare two byte streams whose chunk boundaries may differ, holding one chunk of each."""
     buffers = [memoryview(b""), memoryview(b"")]
     streams = [left, right]
@@ -204,10 +222,114 @@ def contents_equal(first: gs.Constant, second: gs.Constant) -> bool:
         return False
     if first._values is second._values:
         return True  # two graph-surgeon objects sharing one payload (graph copies do this)
-    return _streams_equal(iter_content_chunks(first), iter_content_chunks(second))
+    return streams_equal(iter_content_chunks(first), iter_content_chunks(second))
 
 
 def array_key_bytes(array: np.ndarray) -> tuple[str, tuple[int, ...], bytes]:
     """A hashable exact identity of a small array (dtype, shape, bytes), for attribute keys."""
     array = np.asarray(array)
     return str(array.dtype), tuple(array.shape), b"".join(_array_chunks(array))
+
+
+def element_size(constant: gs.Constant) -> int | None:
+    """Bytes per element when each element is stored in 1, 2, 4 or 8 whole bytes; else None.
+
+    Sub-byte types (INT4, …) are packed two or more to a byte, strings have no fixed size:
+    their elements cannot be addressed one at a time.
+    """
+    key = content_key(constant)
+    if key is None or key[0] in _SUB_BYTE_TYPES or key[0] == onnx.TensorProto.STRING:
+        return None
+    try:
+        size = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(key[0])).itemsize
+    except (KeyError, TypeError, ValueError):
+        return None
+    return size if size in _WORD_SIZES else None
+
+
+def _mix(words: np.ndarray) -> np.ndarray:
+    """splitmix64 of each word, in place (uint64 arithmetic wraps, as intended)."""
+    words += _MIX_ADD
+    words ^= words >> np.uint64(30)
+    words *= _MIX_MUL_1
+    words ^= words >> np.uint64(27)
+    words *= _MIX_MUL_2
+    words ^= words >> np.uint64(31)
+    return words
+
+
+def multiset_digest(constant: gs.Constant) -> str | None:
+    """A digest of type, element count and the *multiset* of element bit patterns (streamed).
+
+    Equal for any rearrangement of the same elements (transposes, reshapes, both), so it
+    groups candidate twins; like ``content_digest`` it never proves equality. None when
+    elements are not whole bytes (``element_size``).
+    """
+    size = element_size(constant)
+    if size is None:
+        return None
+    cache_key = _external_cache_key(constant)
+    if cache_key is not None and ("multiset", *cache_key) in _EXTERNAL_DIGESTS:
+        return _EXTERNAL_DIGESTS[("multiset", *cache_key)]
+    key = content_key(constant)
+    assert key is not None
+    word = np.dtype(f"<u{size}")
+    total = 0
+    carry = b""
+    with np.errstate(over="ignore"):
+        for chunk in iter_content_chunks(constant):
+            data = carry + chunk if carry else chunk
+            whole = len(data) - len(data) % size
+            carry = bytes(data[whole:])
+            words = np.frombuffer(data, dtype=word, count=whole // size).astype(np.uint64)
+            total = (total + int(np.sum(_mix(words), dtype=np.uint64))) % (1 << 64)
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(repr((key[0], int(np.prod(key[1], dtype=np.int64)))).encode())
+    digest.update(total.to_bytes(8, "little"))
+    result = digest.hexdigest()
+    if cache_key is not None:
+        _EXTERNAL_DIGESTS[("multiset", *cache_key)] = result
+    return result
+
+
+class ElementReader:
+    """Reads single elements of one constant as bit patterns (little-endian unsigned words).
+
+    External tensors are read through a memory map, touching only the pages asked for; an
+    embedded tensor's bytes are taken from its proto once per reader (protobuf copies them
+    on every access). Nothing is cached in the graph. Requires ``element_size(constant)``.
+    """
+
+    def __init__(self, constant: gs.Constant) -> None:
+        size = element_size(constant)
+        if size is None:
+            raise ValueError(f"{constant.name}: elements are not addressable one at a time")
+        self.constant = constant
+        self.word = np.dtype(f"<u{size}")
+        self._words: np.ndarray | None = None
+
+    def _all_words(self) -> np.ndarray:
+        if self._words is None:
+            values = self.constant._values
+            size = self.word.itemsize
+            if isinstance(values, LazyValues):
+                proto = values.tensor
+                if is_external(proto):
+                    offset, length = _external_region(proto, values.path)
+                    self._words = np.memmap(values.path, dtype=self.word, mode="r", offset=offset,
+                                            shape=(length // size,))
+                else:
+                    self._words = np.frombuffer(raw_bytes_of_inline(proto), dtype=self.word)
+            else:
+                array = np.ascontiguousarray(values).reshape(-1)
+                if array.dtype.byteorder == ">":
+                    array = array.astype(array.dtype.newbyteorder("<"))
+                self._words = array.view(self.word)
+        return self._words
+
+    def bits(self, flat_indices: np.ndarray | list[int]) -> np.ndarray:
+        """The bit patterns of the elements at ``flat_indices`` (C order), as a new array."""
+        return np.array(self._all_words()[np.asarray(flat_indices, dtype=np.int64)])
+
+    def close(self) -> None:
+        self._words = None  # drops the memory map or the copied bytes

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
 
 import onnx_graphsurgeon as gs
 
@@ -23,31 +22,12 @@ from onnxopt.graph_edit import (
     replace_uses,
     subgraph_holders,
 )
+from onnxopt.initializer_uses import InitializerUse, collect_initializers
 from onnxopt.model_io import Model, constant_nbytes
 from onnxopt.pass_api import Contract, Pass, PassContext, PassResult
 from onnxopt.tensor_content import array_key_bytes, content_digest, content_key, content_sample, contents_equal
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class _Candidate:
-    """A constant with where it is used: ``home`` is the innermost scope that sees every use."""
-
-    constant: gs.Constant
-    home: Scope
-    order: int
-    protected: bool  # a graph output somewhere: it must keep its name and stay in its graph
-
-
-def _common_scope(scopes: list[Scope]) -> Scope:
-    """The innermost scope whose path is a prefix of every given scope's path."""
-    home = scopes[0]
-    for scope in scopes[1:]:
-        while not scope.sees(home):
-            assert home.parent is not None, "scopes of one tree share the root"
-            home = home.parent
-    return home
 
 
 class DedupInitializers(Pass):
@@ -75,8 +55,9 @@ class DedupInitializers(Pass):
             "tensors_hashed": 0,
             "hash_matches_with_different_bytes": 0,
         }
+        overridable = set(model.initializer_inputs)  # graph-input defaults: the caller may pass other values
         for tree in iter_trees(model.graph):
-            self._merge_initializers(tree, stats)
+            self._merge_initializers(tree, stats, overridable)
         for scope in iter_scopes(model.graph):
             self._merge_constant_nodes(scope, stats)
         modified = stats["initializers_merged"] > 0 or stats["constant_nodes_merged"] > 0
@@ -84,55 +65,23 @@ class DedupInitializers(Pass):
 
     # --- initializers -------------------------------------------------------------------
 
-    def _collect(self, tree: list[Scope]) -> list[_Candidate]:
-        """One candidate per initializer name, with every scope that reads it.
-
-        A name, not an object, identifies an initializer: graph-surgeon's copy gives a
-        subgraph its own object for an outer initializer. Objects sharing a name but not
-        their bytes (shadowing) are left out.
-        """
-        uses: dict[str, list[Scope]] = defaultdict(list)
-        objects: dict[str, list[gs.Constant]] = defaultdict(list)
-        excluded: set[str] = set()
-        outputs: set[str] = set()
-        for scope in tree:
-            seen_here: set[str] = set()
-            tensors = [t for node in scope.graph.nodes for t in node.inputs] + list(scope.graph.outputs)
-            for tensor in tensors:
-                if not isinstance(tensor, gs.Constant):
-                    continue
-                if not any(each is tensor for each in objects[tensor.name]):
-                    objects[tensor.name].append(tensor)
-                if tensor.name not in seen_here:
-                    seen_here.add(tensor.name)
-                    uses[tensor.name].append(scope)
-            excluded.update(t.name for t in scope.graph.inputs if isinstance(t, gs.Constant))  # only a default
-            outputs.update(t.name for t in scope.graph.outputs)
-        candidates = []
-        for order, (name, same_name) in enumerate(objects.items()):
-            if name in excluded or not all(contents_equal(same_name[0], other) for other in same_name[1:]):
-                continue
-            home = _common_scope(uses[name])
-            candidates.append(_Candidate(same_name[0], home, order, name in outputs))
-        return candidates
-
-    def _merge_initializers(self, tree: list[Scope], stats: dict) -> None:
-        by_key: dict[tuple, list[_Candidate]] = defaultdict(list)
+    def _merge_initializers(self, tree: list[Scope], stats: dict, overridable: set[str]) -> None:
+        by_key: dict[tuple, list[InitializerUse]] = defaultdict(list)
         holders: dict[int, list[gs.Node]] = {}  # per home graph, computed when first needed
-        for candidate in self._collect(tree):
+        for candidate in collect_initializers(tree, overridable):
             key = content_key(candidate.constant)
             if key is not None:
                 by_key[key].append(candidate)
         for group in by_key.values():
             if len(group) < 2:
                 continue  # a unique (type, shape) cannot have a duplicate: never read its bytes
-            by_sample: dict[bytes, list[_Candidate]] = defaultdict(list)
+            by_sample: dict[bytes, list[InitializerUse]] = defaultdict(list)
             for candidate in group:
                 by_sample[content_sample(candidate.constant)].append(candidate)
             for same_sample in by_sample.values():
                 if len(same_sample) < 2:
                     continue  # its first and last bytes differ from every other: no full read
-                by_digest: dict[str, list[_Candidate]] = defaultdict(list)
+                by_digest: dict[str, list[InitializerUse]] = defaultdict(list)
                 for candidate in same_sample:
                     by_digest[content_digest(candidate.constant)].append(candidate)
                     stats["tensors_hashed"] += 1
@@ -140,10 +89,10 @@ class DedupInitializers(Pass):
                     if len(same_hash) > 1:
                         self._merge_group(same_hash, stats, holders)
 
-    def _merge_group(self, group: list[_Candidate], stats: dict, holders: dict[int, list[gs.Node]]) -> None:
+    def _merge_group(self, group: list[InitializerUse], stats: dict, holders: dict[int, list[gs.Node]]) -> None:
         # Model outputs first (they must be the survivors), then outer scopes before inner ones.
         group.sort(key=lambda c: (not c.protected, len(c.home.path), c.order))
-        keepers: list[_Candidate] = []
+        keepers: list[InitializerUse] = []
         for candidate in group:
             keeper = None
             if not candidate.protected:

@@ -15,7 +15,8 @@ Three passes share the arithmetic in ``common.py`` (scales, zero points, Q/DQ no
   binary and ternary weights with float activations. Read ``weight_only_plan.py`` (which
   weights, in which ``[K, N]`` view), ``lowbit.py`` (the quantizers), ``gptq.py`` (error
   feedback with the input statistics of ``onnxopt.input_statistics``),
-  ``weight_only_emit.py`` and ``packing.py`` (the packed formats).
+  ``weight_only_emit.py`` and ``packing.py`` (onnxruntime's packed layouts, on the
+  framework's ``onnxopt.bit_packing``).
 
 Framework pieces used: ``onnxopt.calibration``, ``onnxopt.activations``,
 ``onnxopt.input_statistics``, ``onnxopt.weight_axes``, ``onnxopt.runtime``.

@@ -1,15 +1,12 @@
-"""GPTQ-style error-correcting weight quantization.
+"""GPTQ-style error-correcting weight quantization with the scale/zero-point quantizers of ``lowbit``.
 
-Round-to-nearest minimises the error of each weight on its own; what matters is the error
-of the layer's *output* ``X @ W`` on real inputs. With ``H = XᵀX`` (the inputs' second
-moments), that error is ``tr(ΔWᵀ H ΔW)``. GPTQ (Frantar et al., 2022) quantizes the rows of
-``W [K, N]`` one input dimension at a time and, after each row, spreads its rounding error
-over the rows not yet quantized, weighted by the inverse Hessian — so correlated inputs
-absorb each other's errors. The Cholesky factor of ``H⁻¹`` gives those weights without
-re-inverting anything.
+The error-feedback loop itself (rows quantized in turn, each row's error pushed onto the
+rows after it through the inverse Hessian's Cholesky factor) is the framework's
+``onnxopt.error_feedback``, shared with weight clustering; this module supplies what a row
+means for int4/binary/ternary codes: groups of rows that share a scale, fitted up front
+("static") or when their first row comes up, on the rows as updated so far.
 
-The statistics ``H`` are streamed by ``onnxopt.input_statistics`` (shared with the other
-passes that need a layer's input second moments).
+The statistics ``H`` are streamed by ``onnxopt.input_statistics``.
 """
 
 from __future__ import annotations
@@ -18,30 +15,12 @@ import logging
 
 import numpy as np
 
+from onnxopt.error_feedback import DEFAULT_DAMP_RATIO, LAZY_BATCH_ROWS, prepared_hessian, quantize_with_feedback
 from onnxopt.passes.quantization.lowbit import GroupParams, QuantizedMatrix, Quantizer, collect
 
 logger = logging.getLogger(__name__)
 
-# Rows updated together before the rest of the matrix sees their errors (cache-friendly
-# "lazy batch" updates; the result is the same as updating after every row).
-LAZY_BATCH_ROWS = 128
-DEFAULT_DAMP_RATIO = 0.01
-MAX_DAMP_TRIES = 6
-
-
-def _inverse_cholesky_upper(hessian: np.ndarray, damp_ratio: float) -> np.ndarray:
-    """Upper Cholesky factor of ``(H + λI)⁻¹``; λ grows until the factorisation succeeds."""
-    mean_diagonal = float(np.mean(np.diag(hessian))) or 1.0
-    damp = damp_ratio
-    for _ in range(MAX_DAMP_TRIES):
-        damped = hessian + damp * mean_diagonal * np.eye(hessian.shape[0])
-        try:
-            inverse = np.linalg.inv(np.linalg.cholesky(damped))
-            # (L Lᵀ)⁻¹ = L⁻ᵀ L⁻¹; its upper Cholesky factor U satisfies UᵀU = H⁻¹.
-            return np.linalg.cholesky(inverse.T @ inverse).T
-        except np.linalg.LinAlgError:
-            damp *= 10.0
-    raise np.linalg.LinAlgError("Hessian is not positive definite even after damping")
+__all__ = ["DEFAULT_DAMP_RATIO", "output_error", "quantize_gptq"]
 
 
 def quantize_gptq(weights_kn: np.ndarray, hessian: np.ndarray, quantizer: Quantizer, group_rows: int,
@@ -59,43 +38,31 @@ def quantize_gptq(weights_kn: np.ndarray, hessian: np.ndarray, quantizer: Quanti
     weights = np.array(weights_kn, dtype=np.float64)
     k_rows = weights.shape[0]
     group_rows = min(group_rows, k_rows)
-    hessian = np.array(hessian, dtype=np.float64)
-    dead = np.diag(hessian) <= 0
-    # Inputs that never fired carry no information; a unit diagonal keeps H invertible and
-    # leaves those rows at plain round-to-nearest (their off-diagonal entries are zero).
-    hessian[dead, dead] = 1.0
+    hessian = prepared_hessian(hessian)
     static = act_order or group_rows >= k_rows
     params: list[GroupParams] = (
         [quantizer.fit(weights[first : first + group_rows]) for first in range(0, k_rows, group_rows)] if static else []
     )
     order = np.argsort(-np.diag(hessian), kind="stable") if act_order else np.arange(k_rows)
-    weights = weights[order]
-    upper = _inverse_cholesky_upper(hessian[np.ix_(order, order)], damp_ratio)
+    codes = np.empty(weights.shape, dtype=np.int8)
+    current: list[GroupParams] = []
+
+    def quantize_row(row: int, block: np.ndarray, offset: int) -> np.ndarray:
+        stored_row = int(order[row])
+        if static:
+            group = params[stored_row // group_rows]
+        else:
+            if row % group_rows == 0:
+                current[:] = [quantizer.fit(block[offset : offset + group_rows])]
+                params.append(current[0])
+            group = current[0]
+        code = quantizer.encode(block[offset], group)
+        codes[stored_row] = code
+        return quantizer.decode(code, group)
 
     # Dynamic groups must lie inside one lazy block, so the block is a multiple of the group.
     lazy = min(LAZY_BATCH_ROWS, k_rows) if static else group_rows * max(1, LAZY_BATCH_ROWS // group_rows)
-    codes = np.empty(weights.shape, dtype=np.int8)
-    current: GroupParams | None = None
-    for start in range(0, k_rows, lazy):
-        stop = min(start + lazy, k_rows)
-        block = weights[start:stop].copy()
-        errors = np.zeros_like(block)
-        for offset in range(stop - start):
-            row = start + offset
-            stored_row = int(order[row])
-            if static:
-                current = params[stored_row // group_rows]
-            elif row % group_rows == 0:
-                current = quantizer.fit(block[offset : offset + group_rows])
-                params.append(current)
-            assert current is not None
-            value = block[offset]
-            code = quantizer.encode(value, current)
-            codes[stored_row] = code
-            error = (value - quantizer.decode(code, current)) / upper[row, row]
-            block[offset + 1 :] -= np.outer(upper[row, row + 1 : stop], error)
-            errors[offset] = error
-        weights[stop:] -= upper[start:stop, stop:].T @ errors
+    quantize_with_feedback(weights, hessian, quantize_row, damp_ratio, order=order, lazy_rows=lazy)
     return collect(quantizer, codes, params, group_rows)
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onnxopt.passes.quantization.packing import code_range
+from onnxopt.bit_packing import code_range
 
 SCHEMES = ("int4", "binary", "ternary")
 # Ternary keeps weights whose magnitude exceeds this fraction of the column's mean |w|

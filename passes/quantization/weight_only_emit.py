@@ -19,16 +19,11 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from onnxopt.bit_packing import pack_last_axis, sub_byte_constant
 from onnxopt.model_io import read_constant
 from onnxopt.passes.quantization.common import NameScope
 from onnxopt.passes.quantization.lowbit import QuantizedMatrix
-from onnxopt.passes.quantization.packing import (
-    matmulnbits_weight,
-    matmulnbits_zero_points,
-    pack_last_axis,
-    packed_table,
-    sub_byte_constant,
-)
+from onnxopt.passes.quantization.packing import matmulnbits_weight, matmulnbits_zero_points, packed_table
 from onnxopt.passes.quantization.weight_only_plan import WeightPlan
 
 CONTRIB_DOMAIN = "com.microsoft"

@@ -20,7 +20,7 @@ from tests.util import outputs
 CASES = [case for case in folder_cases("pytorch-converted") + folder_cases("pytorch-operator") if ort_can_run(case)]
 
 
-@pytest.mark.parametrize("preset", ["int8", "int4", "fp16"])
+@pytest.mark.parametrize("preset", ["int8", "int4", "fp16", "palettize"])
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_lossy_presets_never_break_a_shipped_model(case: BackendCase, preset: str, tmp_path: Path) -> None:
     target = tmp_path / "out.onnx"

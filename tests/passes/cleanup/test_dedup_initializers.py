@@ -132,6 +132,27 @@ def test_graph_output_initializer_keeps_its_name():
     _check_equivalent(model, new)
 
 
+def test_initializer_that_is_also_a_graph_input_is_never_merged():
+    """An initializer listed as a graph input is a default the caller may override: merging
+    an equal constant into it (or it into one) would change what the model computes then."""
+    model = model_from_text("""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[3] x, float[3] w1) => (float[3] y)
+        <float[3] w1 = {1, 2, 3}, float[3] w2 = {1, 2, 3}, float[3] w3 = {1, 2, 3}>
+        {
+            a = Add(x, w1)
+            b = Mul(a, w2)
+            y = Sub(b, w3)
+        }
+    """)
+    assert model.initializer_inputs == ["w1"]
+    new, result = run_pass(DedupInitializers, model)
+    assert _reads(new.graph) == {"a": ["x", "w1"], "b": ["a", "w2"], "y": ["b", "w2"]}  # w3 into w2 only
+    assert result.stats["initializers_merged"] == 1
+    override = {"x": np.ones(3, np.float32), "w1": np.full(3, 5.0, np.float32)}
+    assert_bit_exact(outputs(model, override), outputs(new, override))
+
+
 def test_identical_constant_nodes_merge_and_output_name_survives():
     model = model_from_text("""
         <ir_version: 8, opset_import: ["" : 17]>

@@ -13,11 +13,11 @@ import onnx.parser
 import pytest
 from onnx import numpy_helper
 
+from onnxopt.bit_packing import unpack_last_axis
 from onnxopt.errors import BadInputError
 from onnxopt.model_io import Model, from_proto, save, to_proto
 from onnxopt.pass_api import Contract, PassContext
 from onnxopt.passes import PRESETS, get_pass
-from onnxopt.passes.quantization.packing import unpack_last_axis
 from onnxopt.passes.quantization.weight_only import WeightOnly
 from onnxopt.runtime import create_session, run_session
 from tests.util import op_types, outputs, run_pass
