@@ -501,6 +501,66 @@ def save(model: Model, path: str | os.PathLike[str], external_data: bool | None 
     return SaveInfo(path=path, external_data_path=data_path, ir_version=proto.ir_version, bytes_written=written)
 
 
+def _externalize_inline(proto: onnx.ModelProto, folder: Path, data_name: str) -> None:
+    """Move the embedded tensors of ``proto`` to ``folder/data_name`` (a model past protobuf's 2 GB)."""
+    with open(folder / data_name, "wb") as handle:
+        offset = 0
+        for tensor in iter_model_tensor_protos(proto):
+            if is_external(tensor) or tensor_nbytes(tensor) < EXTERNAL_TENSOR_MIN_BYTES:
+                continue
+            pad = (-offset) % EXTERNAL_ALIGNMENT_BYTES
+            handle.write(b"\0" * pad)
+            offset += pad
+            raw = raw_bytes_of_inline(tensor)
+            handle.write(raw)
+            for name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+                tensor.ClearField(name)
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            del tensor.external_data[:]
+            for key, value in (("location", data_name), ("offset", str(offset)), ("length", str(len(raw)))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+            offset += len(raw)
+
+
+def _free_name(base: str, taken: set[str]) -> str:
+    name, index = base, 0
+    while name in taken:
+        index += 1
+        name = f"{index}_{base}"
+    taken.add(name)
+    return name
+
+
+def write_session_copy(model: Model, folder: Path) -> Path:
+    """Write ``model`` into the empty ``folder`` for onnxruntime, its external data *linked*, not copied.
+
+    Every external-data file the model reads (from its source folder) is hard-linked into
+    ``folder`` under its original location, so onnxruntime finds it where the model says
+    and no gigabytes are copied (onnxruntime refuses symbolic links that leave the model's
+    folder, but a hard link is the file itself). Tensors the passes created in memory are
+    embedded, or written to a data file of their own when they would pass protobuf's
+    2 GB. Raises OSError when the files cannot be linked (another file system, no
+    permission): the caller then copies instead (``save``).
+    """
+    proto = to_proto(model)
+    tensors = iter_model_tensor_protos(proto)
+    locations = sorted({external_info(tensor).get("location", "") for tensor in tensors if is_external(tensor)})
+    if locations and model.base_dir is None:
+        raise RuntimeError("a model with external tensors lost the folder they live in")
+    for location in locations:
+        source = resolve_location(model.base_dir, location)
+        target = folder / location
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(source, target)
+    taken = {Path(location).parts[0] for location in locations}
+    if proto.ByteSize() >= EXTERNAL_DATA_THRESHOLD_BYTES:
+        _externalize_inline(proto, folder, _free_name("session_tensors.data", taken))
+    path = folder / _free_name("model.onnx", taken)
+    path.write_bytes(proto.SerializeToString())
+    return path
+
+
 def read_constant(constant: gs.Constant) -> np.ndarray:
     """The values of a graph-surgeon Constant, without caching lazy weights in the graph.
 

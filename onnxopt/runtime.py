@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ import onnxruntime as ort
 
 from onnxopt.errors import BadInputError, RuntimeLoadError
 from onnxopt.external_data import is_external
-from onnxopt.model_io import Model, iter_model_tensor_protos, save, to_proto
+from onnxopt.model_io import Model, iter_model_tensor_protos, save, to_proto, write_session_copy
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,13 @@ def providers_for(name: str) -> list[str]:
 
 @contextlib.contextmanager
 def model_on_disk(model: Model | onnx.ModelProto | str | os.PathLike[str]) -> Iterator[str | bytes]:
-    """Yield something InferenceSession accepts: a path, or serialized bytes for small models."""
+    """Yield something InferenceSession accepts: a path, or serialized bytes for small models.
+
+    A model with external data (or one past protobuf's limit) goes to a temporary folder
+    with its external files hard-linked, not copied (``write_session_copy``): every
+    calibration, timing or verification session of a 2.5 GB model would otherwise write
+    2.5 GB first. Where linking is impossible it is copied, as before.
+    """
     if isinstance(model, (str, os.PathLike)):
         yield str(model)
         return
@@ -69,10 +76,36 @@ def model_on_disk(model: Model | onnx.ModelProto | str | os.PathLike[str]) -> It
     if not has_external and proto.ByteSize() < 1_900_000_000:
         yield proto.SerializeToString()
         return
+    del proto
+    with _linked_or_copied(model) as path:
+        yield str(path)
+
+
+@contextlib.contextmanager
+def _linked_or_copied(model: Model) -> Iterator[Path]:
+    """A temporary on-disk copy of ``model``: linked next to the system temp, next to the model, or copied."""
+    places = [None] + ([model.base_dir] if model.base_dir is not None else [])
+    for place in places:
+        try:
+            folder = tempfile.mkdtemp(prefix=".onnxopt-session-", dir=place)
+        except OSError:
+            continue
+        try:
+            path = write_session_copy(model, Path(folder))
+        except OSError as error:
+            logger.debug("cannot link the external data into %s (%s)", folder, error)
+            shutil.rmtree(folder, ignore_errors=True)
+            continue
+        try:
+            yield path
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    logger.info("external data cannot be linked; copying the model for onnxruntime")
     with tempfile.TemporaryDirectory(prefix="onnxopt-session-") as folder:
         target = Path(folder) / "model.onnx"
         save(model, target, external_data=True)
-        yield str(target)
+        yield target
 
 
 def create_session(
