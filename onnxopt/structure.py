@@ -12,7 +12,7 @@ import onnx_graphsurgeon as gs
 
 from onnxopt.errors import BadInputError
 from onnxopt.graph_walk import node_subgraphs
-from onnxopt.model_io import Model, check_proto, to_proto
+from onnxopt.model_io import Model, check_proto, checkable_proto
 
 
 class StructureError(Exception):
@@ -76,7 +76,7 @@ def check_structure(model: Model) -> None:
     _check_graph(model.graph, set(), "main graph")
     for function in model.graph.functions:
         _check_graph(function, set(), f"function {function.name}")
-    proto = to_proto(model)
+    proto = checkable_proto(model)
     _check_domains(proto)
     try:
         check_proto(proto, "optimized model")

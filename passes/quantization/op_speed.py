@@ -24,6 +24,7 @@ int8 chain; the whole-model check afterwards catches what islands cannot see.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -37,12 +38,15 @@ import onnxruntime as ort
 
 from onnxopt.model_io import Model
 from onnxopt.passes.quantization.qdq_placement import output_q_tensor
-from onnxopt.runtime import create_session
+from onnxopt.runtime import create_session, model_on_disk
 
 logger = logging.getLogger(__name__)
 
 ISLAND_OUTPUT = "island_output"
 DEFAULT_ROUNDS = 15
+# Slow models get fewer rounds (never below MIN_ROUNDS): about this many seconds of timing per comparison.
+TIMING_BUDGET_SECONDS = 2.0
+MIN_ROUNDS = 5
 MIN_ROUND_SECONDS = 0.003
 MAX_RUNS_PER_ROUND = 2000
 
@@ -77,7 +81,7 @@ def describe_threads(counts: Sequence[int]) -> str:
     return " and ".join(parts)
 
 
-def optimized_session(model: Model, threads: int) -> ort.InferenceSession:
+def optimized_session(model: Model | bytes | str, threads: int) -> ort.InferenceSession:
     return create_session(model, optimize=True, threads=threads)
 
 
@@ -93,8 +97,9 @@ def paired_ratio(baseline: ort.InferenceSession, candidate: ort.InferenceSession
     """Median over rounds of (candidate time / baseline time) on one feed."""
     for session in (baseline, candidate):
         _time_runs(session, feed, 2)  # warm-up: allocations, thread pools, first-run caches
-    probe = min(_time_runs(baseline, feed, 1), _time_runs(candidate, feed, 1))
-    runs = int(min(MAX_RUNS_PER_ROUND, max(1, math.ceil(MIN_ROUND_SECONDS / max(probe, 1e-7)))))
+    probes = (_time_runs(baseline, feed, 1), _time_runs(candidate, feed, 1))
+    runs = int(min(MAX_RUNS_PER_ROUND, max(1, math.ceil(MIN_ROUND_SECONDS / max(min(probes), 1e-7)))))
+    rounds = _affordable_rounds(rounds, runs * sum(probes))
     ratios, base_times, cand_times = [], [], []
     for index in range(rounds):
         if index % 2:
@@ -110,18 +115,21 @@ def paired_ratio(baseline: ort.InferenceSession, candidate: ort.InferenceSession
                            1e3 * float(np.median(cand_times)), rounds, float(min(cand_times) / min(base_times)))
 
 
-def relative_times(baseline: Model, candidates: Sequence[Model], feed: dict[str, np.ndarray], threads: int = 1,
-                   rounds: int = DEFAULT_ROUNDS) -> list[SpeedComparison]:
+def relative_times(baseline: Model | bytes | str, candidates: Sequence[Model | bytes | str],
+                   feed: dict[str, np.ndarray],
+                   threads: int = 1, rounds: int = DEFAULT_ROUNDS) -> list[SpeedComparison]:
     """Each candidate's time over the baseline's, all timed round-robin in the same rounds.
 
     The order of the models rotates every round so that no model always runs right after
     another; each ratio is the median over rounds of (candidate / baseline in that round).
+    Models may be given serialized, or as paths (see ``worst_relative_times``).
     """
     sessions = [optimized_session(baseline, threads)] + [optimized_session(c, threads) for c in candidates]
     for session in sessions:
-        _time_runs(session, feed, 2)
-    probe = min(_time_runs(session, feed, 1) for session in sessions)
-    runs = int(min(MAX_RUNS_PER_ROUND, max(1, math.ceil(MIN_ROUND_SECONDS / max(probe, 1e-7)))))
+        _time_runs(session, feed, 1)  # warm-up (the probe below is a second warm run)
+    probes = [_time_runs(session, feed, 1) for session in sessions]
+    runs = int(min(MAX_RUNS_PER_ROUND, max(1, math.ceil(MIN_ROUND_SECONDS / max(min(probes), 1e-7)))))
+    rounds = _affordable_rounds(rounds, runs * sum(probes))
     times = [[0.0] * rounds for _ in sessions]
     for index in range(rounds):
         shift = index % len(sessions)
@@ -137,14 +145,24 @@ def relative_times(baseline: Model, candidates: Sequence[Model], feed: dict[str,
     return result
 
 
+def _affordable_rounds(rounds: int, seconds_per_round: float) -> int:
+    """``rounds``, or fewer (not below MIN_ROUNDS) when that many would pass the timing budget."""
+    affordable = math.ceil(TIMING_BUDGET_SECONDS / max(seconds_per_round, 1e-9))
+    return max(min(rounds, MIN_ROUNDS), min(rounds, affordable))
+
+
 def worst_relative_times(baseline: Model, candidates: Sequence[Model], feed: dict[str, np.ndarray],
                          thread_counts: Sequence[int], rounds: int = DEFAULT_ROUNDS,
                          ) -> tuple[list[SpeedComparison], dict[int, list[float]]]:
     """``relative_times`` under each thread count; per candidate the comparison with the worst ratio.
 
-    Also returns the pessimistic ratio of every candidate under every count (for the report).
+    Each model is exported and serialized once (seconds for a whole model), and every
+    thread count's sessions open that payload. Also returns the pessimistic ratio of every
+    candidate under every count (for the report).
     """
-    by_count = {count: relative_times(baseline, candidates, feed, count, rounds) for count in thread_counts}
+    with contextlib.ExitStack() as stack:
+        sources = [stack.enter_context(model_on_disk(model)) for model in (baseline, *candidates)]
+        by_count = {count: relative_times(sources[0], sources[1:], feed, count, rounds) for count in thread_counts}
     worst = []
     for index in range(len(candidates)):
         worst.append(max((by_count[count][index] for count in thread_counts), key=lambda c: c.pessimistic_ratio))

@@ -46,7 +46,7 @@ import onnxruntime as ort
 
 from onnxopt.calibration import METHODS, calibrate
 from onnxopt.cpu_features import host_cpu
-from onnxopt.data import Feeds, InputSpec, input_specs, make_feeds, random_feed
+from onnxopt.data import Feeds, graph_input_specs, random_feed
 from onnxopt.errors import BadInputError
 from onnxopt.int8_kernels import (
     CPU_ANY,
@@ -57,7 +57,7 @@ from onnxopt.int8_kernels import (
     saturation_risks,
     weight_limit,
 )
-from onnxopt.model_io import Model, to_proto
+from onnxopt.model_io import Model
 from onnxopt.model_stats import count_model
 from onnxopt.pass_api import Contract, Pass, PassContext, PassOptions, PassResult
 from onnxopt.passes.quantization.common import NameScope
@@ -143,14 +143,6 @@ def has_real_data(data: object) -> bool:
     return True
 
 
-def graph_input_specs(graph: gs.Graph) -> list[InputSpec]:
-    specs = []
-    for tensor in graph.inputs:
-        shape = tuple(dim if isinstance(dim, int) else (dim or None) for dim in (tensor.shape or []))
-        specs.append(InputSpec(tensor.name, np.dtype(tensor.dtype or np.float32), shape))
-    return specs
-
-
 def _first_feeds(feeds: Iterable[dict[str, np.ndarray]], count: int) -> list[dict[str, np.ndarray]]:
     result = []
     try:
@@ -218,18 +210,20 @@ class _DynamicBuilder:
     """Rewrites any subset of MatMul/Gemm nodes to dynamic int8."""
 
     def __init__(self, smoothed: _Smoothed, candidates: list[str], options: QdqOptions,
-                 feeds: Iterable[dict[str, np.ndarray]], limit: int, need_shapes: bool) -> None:
+                 feeds: Iterable[dict[str, np.ndarray]], limit: int, need_shapes: bool,
+                 known_shapes: dict[str, tuple[int, ...]]) -> None:
         self.smoothed = smoothed
         self.candidates = candidates
         self.per_channel = options.per_channel
         self.limit = limit
         self.cache: dict = {}
-        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.shapes: dict[str, tuple[int, ...]] = dict(known_shapes)
         chosen = set(candidates)
         wanted = {node.inputs[0].name for node in smoothed.full.graph.nodes if node.name in chosen}
-        if need_shapes and wanted:
-            probe = calibrate(smoothed.probe, sorted(wanted), feeds, "minmax", max_batches=1)
-            self.shapes = probe.shapes()
+        missing = sorted(wanted - set(self.shapes))
+        if need_shapes and missing:  # one batch through the model, unless smoothing streamed them already
+            probe = calibrate(smoothed.probe, missing, feeds, "minmax", max_batches=1)
+            self.shapes.update(probe.shapes())
 
     def build(self, nodes: list[str]) -> Model:
         return apply_dynamic(self.smoothed.with_nodes(nodes), set(nodes), self.per_channel, self.cache, self.limit)
@@ -278,7 +272,7 @@ class QdqPass(Pass):
         mode = settings.mode
         original = model
         model = _with_node_names(model)
-        feeds = ctx.data if real_data else _random_feeds(model, ctx)
+        feeds, token_ids = (ctx.data, False) if real_data else _random_feeds(model, ctx)
         first = _first_feeds(feeds, 1)
         if not first:
             raise BadInputError("calibration data holds no batches")
@@ -292,12 +286,13 @@ class QdqPass(Pass):
             return PassResult(False, stats, [*notes, "no node of the requested op types can be quantized"])
         # Random inputs are fit for smoothing only when they enter through the model's own
         # learned tables (token ids into embeddings): random float inputs misplace outliers.
-        smooth_feeds = feeds if real_data else (_random_token_feeds(model, ctx) if _takes_only_ids(model) else None)
-        if smooth_feeds is not None and not real_data:
+        smooth_feeds = feeds if real_data or token_ids else None
+        if token_ids:
             notes.append("no DATA: outlier smoothing measured on random token ids")
-        plan = self._smoothing(model, candidates, smooth_feeds, mode, options, settings.limit, stats)
+        shapes: dict[str, tuple[int, ...]] = {}
+        plan = self._smoothing(model, candidates, smooth_feeds, mode, options, settings.limit, stats, shapes)
         smoothed = _Smoothed(model, plan, candidates)
-        builder = self._builder(smoothed, candidates, options, settings, feeds, stats, notes)
+        builder = self._builder(smoothed, candidates, options, settings, feeds, stats, notes, shapes)
         selected = list(builder.candidates)
         stats["candidates"] = len(selected)
 
@@ -330,11 +325,12 @@ class QdqPass(Pass):
 
     @staticmethod
     def _builder(smoothed: _Smoothed, candidates: list[str], options: QdqOptions, settings: _Settings, feeds,
-                 stats: dict[str, object], notes: list[str]) -> _StaticBuilder | _DynamicBuilder:
+                 stats: dict[str, object], notes: list[str],
+                 shapes: dict[str, tuple[int, ...]]) -> _StaticBuilder | _DynamicBuilder:
         """Calibrate (static) or probe shapes (dynamic): what every later variant is built from."""
         if settings.mode == "dynamic":
             return _DynamicBuilder(smoothed, candidates, options, feeds, settings.limit,
-                                   need_shapes=settings.decide_by == "timing")
+                                   need_shapes=settings.decide_by == "timing", known_shapes=shapes)
         fmt = ActivationFormat.named(_activation_type(options.activation_type, settings.target))
         builder = _StaticBuilder(smoothed, candidates, options, settings.target, fmt, feeds, settings.limit)
         stats.update(method=options.method, activation_type=np.dtype(fmt.dtype).name,
@@ -384,18 +380,26 @@ class QdqPass(Pass):
 
     @staticmethod
     def _smoothing(model: Model, candidates: list[str], feeds, mode: str, options: QdqOptions, limit: int,
-                   stats: dict[str, object]) -> SmoothingPlan | None:
-        """Which MatMul inputs get their outliers moved into the weights (where that helps), if any."""
+                   stats: dict[str, object], shapes: dict[str, tuple[int, ...]] | None) -> SmoothingPlan | None:
+        """Which MatMul inputs get their outliers moved into the weights (where that helps), if any.
+
+        ``shapes`` (when the smoothing feeds are the pass's own feeds) receives the shapes of
+        the streamed inputs, and of their smoothed counterparts.
+        """
         if options.smooth_alpha <= 0 or feeds is None:
             return None
         groups = smoothing_candidates(model.graph, candidates)
         chosen = choose_smoothing(model, groups, feeds, dynamic=mode == "dynamic",
                                   max_batches=options.calibration_batches, alpha=options.smooth_alpha,
-                                  weight_limit=limit)
+                                  weight_limit=limit, shapes=shapes)
         if not chosen:
             return None
         stats["smoothed_inputs"] = len(chosen)
-        return SmoothingPlan(model, chosen)
+        plan = SmoothingPlan(model, chosen)
+        if shapes is not None:
+            shapes.update({smoothed: shapes[tensor] for tensor, smoothed in plan.smoothed_names().items()
+                           if tensor in shapes})
+        return plan
 
     @staticmethod
     def _fastest_variant(model: Model, selected: list[str], ratios: dict[str, float], builder,
@@ -570,27 +574,23 @@ def _activation_type(requested: str, target: str) -> str:
     return "int8" if target == "tensorrt" else "uint8"
 
 
-def _random_feeds(model: Model, ctx: PassContext) -> Iterable[dict[str, np.ndarray]]:
-    """Random inputs from the declared shapes: enough to time kernels, never to calibrate."""
-    if isinstance(ctx.data, Feeds):
-        return ctx.data
-    specs = graph_input_specs(model.graph)
-    return [random_feed(specs, ctx.shapes, 1, seed) for seed in range(4)]
-
-
 RANDOM_TOKEN_FEEDS = 8
 
 
-def _takes_only_ids(model: Model) -> bool:
-    """True when every model input is integer and at least one indexes a constant table."""
-    specs = input_specs(to_proto(model))
-    return bool(specs) and all(np.issubdtype(spec.dtype, np.integer) for spec in specs) and any(
-        spec.index_bound for spec in specs)
+def _random_feeds(model: Model, ctx: PassContext) -> tuple[Iterable[dict[str, np.ndarray]], bool]:
+    """Random inputs without DATA, and whether they are token ids entering the model's own tables.
 
-
-def _random_token_feeds(model: Model, ctx: PassContext) -> list[dict[str, np.ndarray]]:
-    """Random feeds whose ids span each embedding table (masks all ones), for smoothing."""
-    return list(make_feeds(to_proto(model), None, 1, ctx.shapes, random_count=RANDOM_TOKEN_FEEDS))
+    Random floats are enough to time kernels, never to calibrate or smooth. Token ids that
+    span each embedding table (masks all ones) are fit for outlier smoothing: the
+    activations then come from the model's learned embeddings.
+    """
+    specs = graph_input_specs(model.graph, model.initializer_inputs)
+    if specs and all(np.issubdtype(spec.dtype, np.integer) for spec in specs) and any(
+            spec.index_bound for spec in specs):
+        return [random_feed(specs, ctx.shapes, 1, seed) for seed in range(RANDOM_TOKEN_FEEDS)], True
+    if isinstance(ctx.data, Feeds):
+        return ctx.data, False
+    return [random_feed(specs, ctx.shapes, 1, seed) for seed in range(4)], False
 
 
 def _with_node_names(model: Model) -> Model:

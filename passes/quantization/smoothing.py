@@ -38,16 +38,11 @@ import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
 from onnxopt.activations import iter_activations
+from onnxopt.blas_threads import single_threaded_blas
 from onnxopt.errors import BadInputError
 from onnxopt.int8_kernels import SAFE_WEIGHT_LIMIT
 from onnxopt.model_io import Model, read_constant
-from onnxopt.passes.quantization.common import (
-    NameScope,
-    dequantize_array,
-    params_from_range,
-    quantize_array,
-    weight_params,
-)
+from onnxopt.passes.quantization.common import NameScope, QuantParams, params_from_range, qrange, weight_params
 from onnxopt.runtime_errors import ORT_RUN_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -104,38 +99,61 @@ def smoothing_candidates(graph: gs.Graph, nodes: Iterable[str]) -> dict[str, lis
     return groups
 
 
+def _fake_quantize(values: np.ndarray, params: QuantParams) -> np.ndarray:
+    """QuantizeLinear then DequantizeLinear, in float32 throughout (the simulation's hot loop).
+
+    The same numbers as ``dequantize_array(quantize_array(...))`` without their int64 and
+    float64 temporaries, which cost more than the matmuls they feed.
+    """
+    axis = params.axis
+    scale = params.scale if params.scale.ndim == 0 or axis is None else params.scale.reshape(
+        [-1 if index == axis % values.ndim else 1 for index in range(values.ndim)])
+    zero = params.zero_point.astype(np.float32)
+    if zero.ndim and axis is not None:
+        zero = zero.reshape(scale.shape)
+    low, high = qrange(params.dtype)
+    codes = np.rint(values / scale)
+    codes += zero
+    np.clip(codes, low, high, out=codes)
+    codes -= zero
+    codes *= scale
+    return codes.astype(np.float32, copy=False)
+
+
 def _simulate_error(samples, weights: list[np.ndarray], scale: np.ndarray, dynamic: bool,
-                    global_range: tuple[np.ndarray, np.ndarray], references: list[list[np.ndarray]],
+                    global_range: tuple[np.ndarray, np.ndarray], references: list[np.ndarray],
                     weight_limit: int) -> float:
-    inverse = 1.0 / scale
-    quantized_weights = []
-    for w in weights:
-        scaled = w * scale[:, None]
-        params = weight_params(scaled, 1, limit=weight_limit)
-        quantized_weights.append(dequantize_array(quantize_array(scaled, params), params))
+    """Relative squared error of the sampled rows' quantized products (all samples in one matmul per weight)."""
+    inverse = (1.0 / scale).astype(np.float32)
     if not dynamic:
         low = float(np.min(global_range[0] * inverse))
         high = float(np.max(global_range[1] * inverse))
-    total, norm = 0.0, 0.0
-    for (rows, batch_low, batch_high), refs in zip(samples, references, strict=True):
+    blocks = []
+    for rows, batch_low, batch_high in samples:
         if dynamic:
             low = float(np.min(batch_low * inverse))
             high = float(np.max(batch_high * inverse))
-        params = params_from_range(low, high, np.uint8, False)
-        x = dequantize_array(quantize_array(rows * inverse, params), params)
-        for w_q, ref in zip(quantized_weights, refs, strict=True):
-            total += float(np.sum((x @ w_q - ref) ** 2))
-            norm += float(np.sum(ref**2))
+        blocks.append(_fake_quantize(rows * inverse, params_from_range(low, high, np.uint8, False)))
+    x = np.concatenate(blocks)
+    total, norm = 0.0, 0.0
+    for w, ref in zip(weights, references, strict=True):
+        scaled = w * scale[:, None]
+        w_q = _fake_quantize(scaled, weight_params(scaled, 1, limit=weight_limit))
+        total += float(np.sum((x @ w_q - ref) ** 2))
+        norm += float(np.sum(ref**2))
     return total / max(norm, 1e-30)
 
 
 def choose_smoothing(model: Model, groups: dict[str, list[str]], feeds: Iterable[dict[str, np.ndarray]],
                      dynamic: bool, max_batches: int = 0, alpha: float = DEFAULT_ALPHA,
-                     weight_limit: int = SAFE_WEIGHT_LIMIT) -> list[SmoothingGroup]:
+                     weight_limit: int = SAFE_WEIGHT_LIMIT,
+                     shapes: dict[str, tuple[int, ...]] | None = None) -> list[SmoothingGroup]:
     """Stream ``feeds`` for channel statistics, then decide per group whether smoothing helps.
 
     The simulation quantizes the weights within ±``weight_limit``, as the pass will: smoothing
     moves range into the weights, so the decision must see the weight grid really used.
+    ``shapes``, when given, receives the shape of every streamed tensor (first batch), so
+    the caller need not run the model again to learn them.
     """
     if not groups:
         return []
@@ -146,11 +164,20 @@ def choose_smoothing(model: Model, groups: dict[str, list[str]], feeds: Iterable
             if max_batches and index >= max_batches:
                 break
             for name, values in activations.items():
+                if shapes is not None and name in stats:
+                    shapes.setdefault(name, tuple(int(dim) for dim in values.shape))
                 if name in stats and np.issubdtype(values.dtype, np.floating) and values.ndim >= 1:
                     stats[name].update(values, rng)
     except ORT_RUN_ERRORS as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise BadInputError(f"calibration data does not fit the model: {first}") from None
+    with single_threaded_blas():  # hundreds of medium products: BLAS threads cost more than they save
+        return _decide(model, groups, stats, dynamic, alpha, weight_limit)
+
+
+def _decide(model: Model, groups: dict[str, list[str]], stats: dict[str, _ChannelStats], dynamic: bool,
+            alpha: float, weight_limit: int) -> list[SmoothingGroup]:
+    """Per group: smooth when the simulated quantized product gets enough better."""
     by_name = {node.name: node for node in model.graph.nodes}
     chosen = []
     for tensor, names in groups.items():
@@ -160,7 +187,8 @@ def choose_smoothing(model: Model, groups: dict[str, list[str]], feeds: Iterable
         weights = [np.asarray(read_constant(by_name[name].inputs[1]), dtype=np.float32) for name in names]
         if any(w.shape[0] != entry.maximum.shape[0] for w in weights):
             continue
-        references = [[rows @ w for w in weights] for rows, _, _ in entry.samples]
+        sampled = np.concatenate([rows for rows, _, _ in entry.samples])
+        references = [sampled @ w for w in weights]
         global_range = (entry.minimum, entry.maximum)
         ones = np.ones_like(entry.maximum)
         baseline = _simulate_error(entry.samples, weights, ones, dynamic, global_range, references, weight_limit)
@@ -239,6 +267,10 @@ class SmoothingPlan:
     @property
     def nodes(self) -> set[str]:
         return {node for group in self.groups for node in group.nodes}
+
+    def smoothed_names(self) -> dict[str, str]:
+        """Original input tensor -> its smoothed counterpart (same shape)."""
+        return {tensor: names.smoothed for tensor, names in self.names.items()}
 
     def _add_mul(self, graph: gs.Graph, group: SmoothingGroup, tensors: dict[str, gs.Tensor]) -> gs.Variable:
         names = self.names[group.tensor]
