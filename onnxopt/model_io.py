@@ -427,7 +427,8 @@ def _write_external(proto: onnx.ModelProto, model: Model, data_handle, data_name
         start = offset
         if source_external:
             if model.base_dir is None:
-                raise BadInputError(f"tensor {tensor.name!r} is external but the model has no folder")
+                # Loading refuses such input (from_proto), so reaching this is a bug: never "bad input".
+                raise RuntimeError(f"internal error: tensor {tensor.name!r} is external but the model lost its folder")
             source = resolve_location(model.base_dir, external_info(tensor).get("location", ""), tensor.name)
             for chunk in iter_external_chunks(tensor, source):
                 data_handle.write(chunk)

@@ -513,7 +513,8 @@ def _candidates(model: Model, mode: str, options: QdqOptions, target: str, cpu: 
             names = [name for name in names if name not in both]
         return names
     allowed = set(options.op_types) & set(DYNAMIC_OPS)
-    if set(options.op_types) - allowed:
+    left_out = set(options.op_types) - allowed
+    if any(node.op in left_out for node in model.graph.nodes):
         notes.append("dynamic mode quantizes MatMul/Gemm only (onnxruntime's ConvInteger is slower than float Conv)")
     return find_dynamic_candidates(model.graph, allowed, exclusions.excludes)
 

@@ -7,6 +7,12 @@ island timings measured (``bench/int8_rules.py``, ``bench/results/int8_rules.md`
 wins where the matmul is large enough to amortise quantizing its input and dequantizing
 its output, and loses on depthwise convolutions and on products of two activations.
 
+The thresholds are conservative on purpose. On the sample models (``bench.int8_rules``,
+2026-11-29, AVX-512 VNNI, islands under 1 thread and 2) they never quantize a node whose
+island ran slower than float, and keep 20 of 189 candidates float that would have won
+(small pointwise convolutions, 100-wide classifier heads). CPUs without VNNI gain less
+from int8, so a rule tuned to the margin here would lose there.
+
 Each rule returns a verdict and the reason, which goes into the pass's decisions.
 """
 
@@ -16,10 +22,10 @@ import onnx_graphsurgeon as gs
 
 # A MatMul/Gemm with a constant weight [K, N] is worth int8 from this reduction depth and width on.
 MIN_MATMUL_K = 64
-MIN_MATMUL_N = 64
+MIN_MATMUL_N = 128
 # A Conv needs this many multiply-adds per output value (Cin/group · kh · kw) and output channels.
 MIN_CONV_REDUCTION = 64
-MIN_CONV_OUTPUTS = 16
+MIN_CONV_OUTPUTS = 64
 
 
 def _constant_shape(tensor: gs.Tensor) -> tuple[int, ...] | None:

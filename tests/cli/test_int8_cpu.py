@@ -104,3 +104,16 @@ def test_rules_decide_the_same_on_every_run_without_timing(linear_path, tmp_path
     assert model.metadata_props["onnxopt.int8.decided_by"] == "rules"
     assert "onnxopt.int8.timed_on" not in model.metadata_props
     assert len(list(find_int8_kernels(model))) == 2  # two 256x256 weights: above the rules' size floor
+
+
+def test_int8_of_an_external_data_model_times_its_islands_and_keeps_the_data_external(tmp_path):
+    # Islands of an external-data model read their weights from its folder (this failed as
+    # "tensor 'W0' is external but the model has no folder", exit 2, on the > 2 GB MLP).
+    from models.cache import cached_model
+
+    target = tmp_path / "mlp_int8.onnx"
+    done = run("optimize", cached_model("large_mlp", "tiny"), "-o", target, "--preset", "int8", "--json")
+    assert done.returncode == 0, done.stderr
+    assert '"status": "ok"' in done.stdout and '"island_time_ratios"' in done.stdout
+    assert target.with_name(target.name + ".data").exists()
+    assert max(kernel.max_abs_weight for kernel in find_int8_kernels(load(target))) <= 64
