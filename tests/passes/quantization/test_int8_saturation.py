@@ -112,3 +112,37 @@ def test_the_check_catches_saturation_in_full_range_weights(minilm_dynamic):
     assert max(kernel.max_abs_weight for kernel in find_int8_kernels(vnni)) == 127
     checks = check_integer_nodes(vnni, minilm_feeds())
     assert sum(check.saturated_values for check in checks) > 0
+
+
+ATTENTION_TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1, 16, 64] x) => (float[1, 16, 16] scores)
+<{weight}>
+{{
+    [project] q = MatMul(x, w)
+    t = Transpose <perm = [0, 2, 1]> (q)
+    [scores] scores_raw = MatMul(q, t)
+    scores = Relu(scores_raw)
+}}
+"""
+
+
+def test_int8_activations_on_both_sides_stay_float_for_any_cpu():
+    from tests.passes.quantization.test_qdq import tensor_text
+
+    rng = np.random.default_rng(3)
+    model = model_from_text(ATTENTION_TEXT.format(
+        weight=tensor_text("w", (rng.standard_normal((64, 64)) * 0.2).astype(np.float32))))
+    feeds = [{"x": rng.standard_normal((1, 16, 64)).astype(np.float32)} for _ in range(4)]
+    work = model.copy()
+    options = {"mode": "static", "only_if_faster": False, "activation_type": "int8"}
+    result = QdqPass(QdqPass.make_options(options)).run(work, PassContext(data=feeds))
+    assert result.stats["quantized_by_op"] == {"MatMul": 1}  # the projection only
+    assert any("activation×activation" in note for note in result.notes)
+    assert_safe_everywhere(work, feeds[:2])
+    # uint8 activations: the product of two activations runs in U8U8 kernels, safe everywhere.
+    unsigned = model.copy()
+    result = QdqPass(QdqPass.make_options({**options, "activation_type": "uint8"})).run(unsigned,
+                                                                                         PassContext(data=feeds))
+    assert result.stats["quantized_by_op"] == {"MatMul": 2}
+    assert_safe_everywhere(unsigned, feeds[:2])
