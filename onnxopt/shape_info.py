@@ -18,7 +18,7 @@ import onnx_graphsurgeon as gs
 
 from onnxopt.external_data import is_external
 from onnxopt.graph_edit import constant_shape, tensor_onnx_dtype
-from onnxopt.model_io import EXTERNAL_TENSOR_MIN_BYTES, Model, iter_model_tensor_protos, tensor_nbytes, to_proto
+from onnxopt.model_io import EXTERNAL_TENSOR_MIN_BYTES, Model, checkable_proto, iter_model_tensor_protos, tensor_nbytes
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def infer_tensor_infos(model: Model) -> dict[str, TensorInfo]:
 
     Returns an empty dict when shape inference fails, so callers simply see "unknown".
     """
-    proto = to_proto(model)
+    proto = checkable_proto(model)  # large weights as references already: no copy of them is made
     _strip_weights_in_place(proto)
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)

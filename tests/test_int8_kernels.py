@@ -106,16 +106,17 @@ def test_requirements_by_cpu():
     assert "avx2" in avx2.describe()
 
 
-def test_host_flags_agree_with_proc_cpuinfo():
+def test_host_flags_are_ones_the_kernel_lists():
+    # CPUID (what onnxruntime dispatches on) may hide features /proc/cpuinfo lists (an emulated CPU
+    # under qemu-user shows the host's file), never show ones it lacks.
     cpu = host_cpu()
     assert cpu.arch
     try:
-        listed = Path("/proc/cpuinfo").read_text()
+        listed = set(Path("/proc/cpuinfo").read_text().split())
     except OSError:
         pytest.skip("no /proc/cpuinfo")
     if cpu.is_x86_64:
-        for flag in ("avx2", "avx512_vnni"):
-            assert (flag in cpu.flags) == (f" {flag}" in listed), flag
+        assert {"avx2", "fma", "avx512_vnni", "avx512f"} & cpu.flags <= listed
 
 
 QDQ_TEXT = """

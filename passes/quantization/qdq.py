@@ -20,7 +20,8 @@ int16 pair sums (``onnxopt.int8_kernels``); the pass checks every node it emits 
 that bound before returning. ``cpu=vnni`` (``--target ort-cpu:vnni``) uses the full ±127
 for CPUs that never saturate, and writes that requirement into the model's metadata.
 Timing decisions are made under the thread counts the model will run with (``--threads``,
-else 1 thread and onnxruntime's default); ``decide_by=rules`` decides by fixed shape rules
+else 1 thread and onnxruntime's default: one-node islands pre-select under the last of
+these, the whole model is checked under each); ``decide_by=rules`` decides by fixed shape rules
 instead (``speed_rules.py``), the same on every machine. The metadata records which.
 
 When it is unsafe: it is lossy by nature — accuracy must be judged on real data with a
@@ -37,6 +38,7 @@ import collections
 import logging
 import math
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -244,6 +246,20 @@ class _Settings:
     thread_counts: tuple[int, ...]
 
 
+class _PhaseClock:
+    """Seconds spent in each phase of one run, recorded in the stats (where the optimizer's time goes)."""
+
+    def __init__(self, stats: dict[str, object]) -> None:
+        self.phases: dict[str, float] = {}
+        stats["seconds_by_phase"] = self.phases
+        self.last = time.perf_counter()
+
+    def done(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases[phase] = round(self.phases.get(phase, 0.0) + now - self.last, 2)
+        self.last = now
+
+
 class QdqPass(Pass):
     """int8 quantization (static calibrated QDQ or dynamic), only where the target runs it faster."""
 
@@ -290,32 +306,47 @@ class QdqPass(Pass):
         if token_ids:
             notes.append("no DATA: outlier smoothing measured on random token ids")
         shapes: dict[str, tuple[int, ...]] = {}
+        clock = _PhaseClock(stats)
         plan = self._smoothing(model, candidates, smooth_feeds, mode, options, settings.limit, stats, shapes)
+        clock.done("smoothing")
         smoothed = _Smoothed(model, plan, candidates)
         builder = self._builder(smoothed, candidates, options, settings, feeds, stats, notes, shapes)
+        clock.done("calibration" if mode == "static" else "shapes")
         selected = list(builder.candidates)
         stats["candidates"] = len(selected)
 
         ratios: dict[str, float] = {}
+        by_rules: list[str] | None = None
         if settings.decide_by == "timing":
             stats["timing_threads"] = describe_threads(settings.thread_counts)
-            ratios = island_ratios(smoothed.full, selected, builder.shapes, builder.quantize_island,
-                                   settings.thread_counts, fold_activation=mode == "static")
-            stats["island_time_ratios"] = {name: round(value, 3) for name, value in ratios.items()}
+            if mode == "dynamic" and count_model(model).weight_bytes <= WHOLE_MODEL_TIMING_MAX_BYTES:
+                # Dynamic MatMul/Gemm: the shape rules agree with island timings on every sample node
+                # (bench.int8_rules), so they pre-select and the whole-model check decides: no islands.
+                by_rules = [name for name in selected if rule_verdict(_node(smoothed.full, name))[0]]
+                stats["preselected_by_rules"] = len(by_rules)
+            else:
+                # Islands pre-select variants under the count the model most likely runs with (the user's,
+                # else onnxruntime's default); the whole-model check below decides under all of them.
+                ratios = island_ratios(smoothed.full, selected, builder.shapes, builder.quantize_island,
+                                       settings.thread_counts[-1:], fold_activation=mode == "static")
+                stats["island_time_ratios"] = {name: round(value, 3) for name, value in ratios.items()}
+                clock.done("island_timing")
         elif settings.decide_by == "rules":
             selected = self._by_rules(smoothed.full, selected, stats, notes)
         if options.max_error > 0 and selected:
             selected = self._sensitivity(model, builder, selected, feeds, options, stats, notes)
+            clock.done("sensitivity")
         if not selected:
             notes.append("nothing quantized")
             return PassResult(False, stats, notes)
         if settings.decide_by == "timing":
             quantized, selected = self._fastest_variant(model, selected, ratios, builder, first[0], settings,
-                                                        stats, notes)
+                                                        stats, notes, by_rules)
             if quantized is None:
                 return PassResult(False, stats, notes)
         else:
             quantized = builder.build(selected)
+        clock.done("whole_model_timing" if settings.decide_by == "timing" else "build")
         _check_no_saturation(quantized, settings)
         stats["quantized_nodes"] = len(selected)
         stats["quantized_by_op"] = dict(collections.Counter(_ops(model, selected)))
@@ -403,18 +434,25 @@ class QdqPass(Pass):
 
     @staticmethod
     def _fastest_variant(model: Model, selected: list[str], ratios: dict[str, float], builder,
-                         feed: dict[str, np.ndarray], settings: _Settings, stats: dict, notes: list[str]):
+                         feed: dict[str, np.ndarray], settings: _Settings, stats: dict, notes: list[str],
+                         by_rules: list[str] | None = None):
         """Time a few int8 variants against the original; keep the fastest, or none if all are slower.
 
         Variants keep the nodes whose island ran at most 0.95x, 1.1x, 1.3x the float time, or
         all of them: inside an int8 chain the Q/DQ conversions an island pays for disappear,
         so nodes that lose as islands can still win in place (tiny CNNs), or not (depthwise
-        convolutions between float layers). Only the whole model's time decides, under every
-        thread count the model is timed for (the worst one counts).
+        convolutions between float layers). Without islands (``by_rules``): the nodes the shape
+        rules pick, and all of them. Only the whole model's time decides, under every thread
+        count the model is timed for (the worst one counts).
         """
         variants: list[list[str]] = []
-        for threshold in (*VARIANT_ISLAND_RATIOS, math.inf):
-            subset = [name for name in selected if ratios.get(name, 1.0) <= threshold]
+        if by_rules is not None:
+            kept = set(by_rules)
+            subsets = [[name for name in selected if name in kept], list(selected)]
+        else:
+            subsets = [[name for name in selected if ratios.get(name, 1.0) <= threshold]
+                       for threshold in (*VARIANT_ISLAND_RATIOS, math.inf)]
+        for subset in subsets:
             if subset and subset not in variants:
                 variants.append(subset)
         if not variants:
@@ -459,6 +497,10 @@ def _island_variant(model: Model, selected: list[str], builder, ratios: dict[str
         stats["float_not_faster"] = kept_float
         notes.append(f"kept float, not faster in int8 here: {_by_op(model, kept_float)}")
     return builder.build(faster), faster
+
+
+def _node(model: Model, name: str) -> gs.Node:
+    return next(node for node in model.graph.nodes if node.name == name)
 
 
 def _settings(options: QdqOptions, target: str, cpu: str, mode: str) -> _Settings:

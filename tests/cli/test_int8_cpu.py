@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from onnxopt.cpu_features import host_cpu
@@ -111,8 +112,10 @@ def test_int8_of_an_external_data_model_times_its_islands_and_keeps_the_data_ext
     # "tensor 'W0' is external but the model has no folder", exit 2, on the > 2 GB MLP).
     from models.cache import cached_model
 
-    target = tmp_path / "mlp_int8.onnx"
-    done = run("optimize", cached_model("large_mlp", "tiny"), "-o", target, "--preset", "int8", "--json")
+    target, calib = tmp_path / "mlp_int8.onnx", tmp_path / "calib.npz"
+    np.savez(calib, input=np.random.default_rng(0).standard_normal((4, 256)).astype(np.float32))
+    done = run("optimize", cached_model("large_mlp", "tiny"), "-o", target, "--preset", "int8", "--calib", calib,
+               "--json")
     assert done.returncode == 0, done.stderr
     assert '"status": "ok"' in done.stdout and '"island_time_ratios"' in done.stdout
     assert target.with_name(target.name + ".data").exists()
