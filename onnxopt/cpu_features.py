@@ -8,7 +8,8 @@ host.
 
 Detection: numpy's own run-time dispatch table (CPUID plus the operating system's
 XSAVE state, the same two checks MLAS makes) for x86 features, with ``/proc/cpuinfo``
-adding the flags numpy does not track (``avx_vnni``, ``amx_int8``). Flags use the Linux
+adding the flags numpy does not track (``avx_vnni``, ``amx_int8``) only when that file agrees
+with CPUID (under qemu-user it is the host's file, not the emulated CPU's). Flags use the Linux
 ``/proc/cpuinfo`` spelling. Unknown platforms report no flags, which every check treats
 as the least capable CPU of the architecture: a wrong guess can only make a check stricter.
 """
@@ -105,10 +106,26 @@ def _proc_cpuinfo_flags(path: Path = Path("/proc/cpuinfo")) -> set[str]:
 def host_cpu() -> CpuInfo:
     """The CPU this process runs on (cached: it does not change while we run)."""
     arch = normalize_arch(platform.machine())
-    flags = _numpy_flags()
-    proc = _proc_cpuinfo_flags()
-    flags |= {flag for flag in _PROC_ONLY_FLAGS if flag in proc}
-    if not flags and proc:
-        flags = proc  # numpy without its dispatch table: trust the kernel's list
+    flags = _combine_flags(_numpy_flags(), _proc_cpuinfo_flags())
     logger.debug("host CPU: %s", " ".join(sorted(flags)))
     return CpuInfo(arch, frozenset(flags), source="host")
+
+
+def _combine_flags(cpuid: set[str], proc: set[str]) -> set[str]:
+    """CPUID's flags (numpy), plus the ones only ``/proc/cpuinfo`` names when that file describes this CPU.
+
+    Under an emulator (``qemu-x86_64 -cpu Haswell``) or a container that hides CPUID bits,
+    ``/proc/cpuinfo`` is the *host's* file: it may list ``avx512_vnni`` where CPUID (what
+    onnxruntime dispatches on) has no AVX-512 at all. Its ``avx_vnni``/``amx_int8`` would then
+    claim kernels this process cannot run, and a saturating CPU would pass ``onnxopt check``.
+    So the extra flags are added only when every flag CPUID can report agrees with the file;
+    otherwise they are dropped (a check can only get stricter).
+    """
+    if not cpuid:
+        return set(proc)  # numpy without its dispatch table: trust the kernel's list
+    tracked = set(_NUMPY_FLAGS.values())
+    if (proc & tracked) - cpuid:
+        logger.debug("/proc/cpuinfo lists %s that CPUID lacks: not this CPU's file",
+                     " ".join(sorted((proc & tracked) - cpuid)))
+        return set(cpuid)
+    return cpuid | {flag for flag in _PROC_ONLY_FLAGS if flag in proc}

@@ -152,3 +152,17 @@ def test_finds_qdq_and_operator_form_kernels_and_their_risks():
     operator = from_proto(matmul_integer_model(np.full((4, 2), 64, np.int8), 2))
     assert [k.op for k in find_int8_kernels(operator)] == ["MatMulInteger"]
     assert saturation_risks(operator) == []
+
+
+def test_flags_only_proc_cpuinfo_names_are_dropped_when_the_file_is_another_cpus():
+    from onnxopt.cpu_features import _combine_flags
+
+    host_file = {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8"}
+    # Native: CPUID and the file agree, so the file's avx_vnni / amx_int8 count.
+    assert {"avx_vnni", "amx_int8"} <= _combine_flags(host_file - {"avx_vnni", "amx_int8"}, host_file)
+    # Emulated Haswell (qemu-user shows the host's file): CPUID has no AVX-512, so the file is not this CPU's
+    # and its VNNI flags must not make a saturating CPU look safe.
+    haswell = _combine_flags({"avx2", "fma"}, host_file)
+    assert haswell == {"avx2", "fma"}
+    assert saturates_u8s8(cpu_from_flags(" ".join(haswell)))
+    assert _combine_flags(set(), {"asimd", "asimddp"}) == {"asimd", "asimddp"}
