@@ -145,7 +145,8 @@ def markdown(rows: list[Variant], header: dict) -> str:
         "",
         f"`{header['command']}` — {header['date']}, {header['machine'].get('cpu_count')} CPUs, "
         f"CPU flags {header.get('cpu', 'not recorded')}, onnxruntime {header['machine'].get('onnxruntime')}, "
-        f"{header['rounds']} interleaved rounds, onnxruntime CPU, 1 thread, graph optimizations on.",
+        f"{header['rounds']} interleaved rounds, onnxruntime CPU, 1 thread, graph optimizations on; "
+        f"load average {header.get('load', 'not recorded')}.",
         "Time is relative to fp32 on the same rounds (below 1: faster).",
         "",
         "| model | variant | time vs fp32 | fidelity | MiB | note |",
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown model(s): {', '.join(unknown)}")
     started = time.perf_counter()
+    load_before = os.getloadavg()
     rows: list[Variant] = []
     for name in names:
         logger.info("%s", name)
@@ -186,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine_info("cpu"), "cpu": host_cpu().describe(), "size": args.size, "rounds": args.rounds,
         "seconds": round(time.perf_counter() - started, 1),
+        "load": " / ".join(f"{value:.1f}" for value in load_before) + " (1/5/15 min) before, "
+                + " / ".join(f"{value:.1f}" for value in os.getloadavg()) + " after",
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "int8.json").write_text(json.dumps({**header, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
