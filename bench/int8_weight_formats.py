@@ -106,11 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     load_average = " / ".join(f"{value:.1f}" for value in load_before) + " before, " + \
         " / ".join(f"{value:.1f}" for value in os.getloadavg()) + " after"
     header = {"command": "python -m bench.int8_weight_formats " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "cpu": host_cpu().describe(), "machine": machine_info("cpu"), "load": load_average,
               "emulated_cpu": f"qemu-x86_64 -cpu {EMULATED_CPU}"}
     lines = ["# int8 weight formats for any CPU (MiniLM, no DATA)", "",
-             f"`{header['command']}` — {header['date']}; CPU {header['cpu']}, 2 shared cores (load average "
+             f"`{header['command']}` — {header['date']}; CPU {header['cpu']}, "
+             f"{header['machine'].get('cpu_count')} cores (load average "
              f"{header['load']}); onnxruntime {header['machine']['onnxruntime']}.",
              "Cosine: sentence embeddings vs the PyTorch reference on 48 held-out sentences (mean / min), on this "
              f"CPU and on an emulated AVX2 CPU without AVX-512 or VNNI ({header['emulated_cpu']}). "
