@@ -31,6 +31,7 @@ import argparse
 import datetime
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "results" / "int8_cpu_kinds")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     source = cached_model("minilm_pooled")
     rows = []
@@ -137,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
                         f"{emulated['mean_cosine']:.4f}" if emulated else "—")
     kernels = "not run" if args.no_emulation else emulated_kernel_tests()
     header = {"command": "python -m bench.int8_cpu_kinds " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "date": datetime.date.today().isoformat(), "cpu": host_cpu().describe(),
+              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "load": " / ".join(f"{value:.1f}" for value in load_before) + " before, "
+                      + " / ".join(f"{value:.1f}" for value in os.getloadavg()) + " after",
+              "cpu": host_cpu().describe(),
               "machine": machine_info("cpu"), "emulated_cpu": EMULATED_FLAGS, "kernel_tests_emulated": kernels}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"header": header, "rows": rows}, indent=2) + "\n")
@@ -155,7 +160,8 @@ def markdown(rows: list[dict], header: dict) -> str:
     lines = [
         "# MiniLM int8 on two kinds of CPU",
         "",
-        f"`{header['command']}` — {header['date']}, onnxruntime {header['machine'].get('onnxruntime')}.",
+        f"`{header['command']}` — {header['date']}, onnxruntime {header['machine'].get('onnxruntime')}, "
+        f"{header['machine'].get('cpu_count')} cores, load average {header.get('load', 'not recorded')}.",
         f"Native CPU: {header['cpu']}. Emulated: {header['emulated_cpu']} (qemu-x86_64 -cpu {EMULATED_CPU}).",
         "Cosine: sentence embeddings vs the PyTorch reference on 48 held-out sentences (mean / min).",
         "Time: interleaved rounds against fp32 on the native CPU (below 1: faster).",
