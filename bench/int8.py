@@ -33,6 +33,7 @@ from bench.compare import SPECS
 from bench.peers import PEERS
 from onnxopt.api import optimize
 from onnxopt.benchmark import machine_info
+from onnxopt.cpu_features import host_cpu
 from onnxopt.data import make_feeds
 from onnxopt.model_io import load, read_proto
 from onnxopt.passes.quantization.op_speed import relative_times
@@ -62,7 +63,7 @@ def _onnxopt(source: Path, target: Path, calib: Path | None, overrides: list[str
     result = optimize(source, target, preset="int8", calib=calib, overrides=overrides)
     record = next(r for r in result.report.records if r.name == "qdq")
     keep = ("mode", "quantized_by_op", "int8_over_fp32_time", "smoothed_inputs", "float_not_faster",
-            "variant_time_ratios", "calibration_batches", "method")
+            "variant_time_ratios", "calibration_batches", "method", "weight_limit", "timing_threads")
     stats = {key: value for key, value in record.stats.items() if key in keep}
     stats["status"] = record.status
     stats["notes"] = record.notes
@@ -143,8 +144,9 @@ def markdown(rows: list[Variant], header: dict) -> str:
         "# int8: onnxopt against onnxruntime's quantizers",
         "",
         f"`{header['command']}` — {header['date']}, {header['machine'].get('cpu_count')} CPUs, "
-        f"onnxruntime {header['machine'].get('onnxruntime')}, "
-        f"{header['rounds']} interleaved rounds, onnxruntime CPU, 1 thread, graph optimizations on.",
+        f"CPU flags {header.get('cpu', 'not recorded')}, onnxruntime {header['machine'].get('onnxruntime')}, "
+        f"{header['rounds']} interleaved rounds, onnxruntime CPU, 1 thread, graph optimizations on; "
+        f"load average {header.get('load', 'not recorded')}.",
         "Time is relative to fp32 on the same rounds (below 1: faster).",
         "",
         "| model | variant | time vs fp32 | fidelity | MiB | note |",
@@ -172,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown model(s): {', '.join(unknown)}")
     started = time.perf_counter()
+    load_before = os.getloadavg()
     rows: list[Variant] = []
     for name in names:
         logger.info("%s", name)
@@ -183,8 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     header = {
         "command": "python -m bench.int8 " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine_info("cpu"), "size": args.size, "rounds": args.rounds,
+        "machine": machine_info("cpu"), "cpu": host_cpu().describe(), "size": args.size, "rounds": args.rounds,
         "seconds": round(time.perf_counter() - started, 1),
+        "load": " / ".join(f"{value:.1f}" for value in load_before) + " (1/5/15 min) before, "
+                + " / ".join(f"{value:.1f}" for value in os.getloadavg()) + " after",
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "int8.json").write_text(json.dumps({**header, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")

@@ -29,10 +29,10 @@ from onnxopt.pipeline import (
     steps_from_preset,
 )
 from onnxopt.report.schema import header
+from onnxopt.targets import split_target
 
 logger = logging.getLogger(__name__)
 
-TARGETS = ("ort-cpu", "ort-cuda", "tensorrt")
 DEFAULT_PRESET = "default"
 
 
@@ -122,15 +122,22 @@ def optimize(
     external_data: bool | None = None,
     strict: bool = False,
     progress: ProgressCallback | None = None,
+    threads: int | None = None,
 ) -> OptimizeResult:
-    """Load, run the pipeline (checked, optionally verified), and save atomically."""
-    if target not in TARGETS:
-        raise BadInputError(f"unknown target {target!r} (choose from {', '.join(TARGETS)})")
+    """Load, run the pipeline (checked, optionally verified), and save atomically.
+
+    ``target`` is one of ``onnxopt.targets.TARGETS`` (``ort-cpu:vnni`` lets int8 weights use
+    their full range); ``threads`` is the onnxruntime thread count the model will run with,
+    for passes that decide by timing (None: they time under 1 thread and all cores).
+    """
+    if threads is not None and threads < 1:
+        raise BadInputError(f"--threads must be at least 1, got {threads}")
+    runtime, cpu = split_target(target)
     input_path, output_path = Path(input_path), Path(output_path)
     steps = resolve_steps(passes, preset, Path(config) if config else None, list(overrides))
     from onnxopt.passes import all_passes
 
-    instances = instantiate(steps, all_passes(), {"target": target})
+    instances = instantiate(steps, all_passes(), {"target": runtime, "cpu": cpu, "benchmark_threads": threads})
     model = load(input_path)
     proto = to_proto(model)  # exported once: external tensors still name their files beside the input
     _check_paths(input_path, output_path, model, proto)
@@ -140,7 +147,7 @@ def optimize(
     verify_feeds = make_feeds(proto, inputs, batch_size, shapes) if inputs is not None else None
     if verify and verify_feeds is None and calib_feeds is None:
         verify_feeds = make_feeds(proto, None, batch_size, shapes)
-    ctx = PassContext(target=target, data=calib_feeds or verify_feeds, shapes=shapes)
+    ctx = PassContext(target=runtime, cpu=cpu, data=calib_feeds or verify_feeds, shapes=shapes)
     manager = PassManager(
         instances,
         ctx=ctx,

@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
+from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
 from onnxopt.errors import BadInputError, ModelDefect
@@ -34,7 +35,7 @@ from onnxopt.external_data import (
     raw_bytes_of_inline,
     resolve_location,
 )
-from onnxopt.graph_walk import iter_all_graphs, toposort_all
+from onnxopt.graph_walk import iter_all_graphs, node_subgraphs, toposort_all
 from onnxopt.onnx_check import STRIPPED_LOCATION as STRIPPED_LOCATION  # re-exported for passes that strip weights
 from onnxopt.validate import check_model_structure, validate_model
 from onnxopt.versioning import minimum_ir_version
@@ -368,7 +369,8 @@ def _write_external(proto: onnx.ModelProto, model: Model, data_handle, data_name
         start = offset
         if source_external:
             if model.base_dir is None:
-                raise BadInputError(f"tensor {tensor.name!r} is external but the model has no folder")
+                # Loading refuses such input (from_proto), so reaching this is a bug: never "bad input".
+                raise RuntimeError(f"internal error: tensor {tensor.name!r} is external but the model lost its folder")
             source = resolve_location(model.base_dir, external_info(tensor).get("location", ""), tensor.name)
             for chunk in iter_external_chunks(tensor, source):
                 data_handle.write(chunk)
@@ -441,6 +443,223 @@ def save(model: Model, path: str | os.PathLike[str], external_data: bool | None 
     written = path.stat().st_size + (data_path.stat().st_size if data_path else 0)
     logger.info("wrote %s (IR %d, %d bytes)", path, proto.ir_version, written)
     return SaveInfo(path=path, external_data_path=data_path, ir_version=proto.ir_version, bytes_written=written)
+
+
+# Tensors at least this big are serialized on their own by ``serialize_model`` (never copied into a merged proto).
+STREAMED_TENSOR_MIN_BYTES = 1 << 20
+_MODEL_GRAPH_FIELD = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
+_GRAPH_INITIALIZER_FIELD = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
+
+
+class _ShapeOnly(LazyValues):
+    """Stands in for a large tensor while the rest of the model is exported: dims and type, no bytes.
+
+    With ``placeholder_location`` the stand-in exports as an external reference of the
+    real length to that file, which is what ``onnx.checker`` is shown (``stripped_copy``).
+    """
+
+    def __init__(self, constant: gs.Constant, onnx_dtype: int, placeholder_location: str | None = None) -> None:
+        self.shape = tuple(int(dim) for dim in constant.shape)
+        self.dtype = constant.dtype
+        self.nbytes = 0
+        self.onnx_dtype = onnx_dtype
+        self.length = constant_nbytes(constant)
+        self.location = placeholder_location
+
+    @property
+    def tensor(self) -> onnx.TensorProto:
+        tensor = onnx.TensorProto()
+        tensor.dims.extend(self.shape)
+        tensor.data_type = self.onnx_dtype
+        if self.location is not None:
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", self.location), ("offset", "0"), ("length", str(self.length))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+        return tensor
+
+    def load(self) -> np.ndarray:  # pragma: no cover - only exported, never read
+        raise RuntimeError("a shape-only stand-in has no values")
+
+
+def _with_stand_ins(model: Model, min_bytes: int, placeholder_location: str | None) -> tuple[Model, dict]:
+    """A copy of ``model`` whose large main-graph constants are shape-only stand-ins; the originals by name."""
+    work = model.copy()
+    work.graph.producer_name, work.graph.producer_version = model.graph.producer_name, model.graph.producer_version
+    large: dict[str, gs.Constant] = {}
+    for name, tensor in work.graph.tensors().items():
+        if not isinstance(tensor, gs.Constant) or constant_nbytes(tensor) < min_bytes:
+            continue
+        stored = _stored_proto(tensor)
+        if stored is not None and is_external(stored):
+            continue  # stays a reference to its file
+        large[name] = gs.Constant(name, tensor._values, data_location=tensor.data_location,
+                                  export_dtype=tensor.export_dtype)
+        tensor._values = _ShapeOnly(tensor, stored.data_type if stored is not None else _onnx_type(tensor),
+                                    placeholder_location)
+    return work, large
+
+
+def checkable_proto(model: Model) -> onnx.ModelProto:
+    """The model's proto with its large main-graph tensors as references to STRIPPED_LOCATION.
+
+    What ``onnx.checker`` and structural checks need, without copying a single weight
+    (``to_proto`` then ``stripped_copy`` copy every one of them twice).
+    """
+    work, _ = _with_stand_ins(model, EXTERNAL_TENSOR_MIN_BYTES + 1, STRIPPED_LOCATION)
+    return to_proto(work)
+
+
+def _stored_proto(constant: gs.Constant) -> onnx.TensorProto | None:
+    """The TensorProto a lazily loaded constant was read from (None for arrays and computed values).
+
+    Looked up in the instance, not through the attribute: lazy values that compute their
+    bytes (smoothing's scaled weights) expose ``tensor`` as a property that builds them.
+    """
+    values = constant._values
+    stored = vars(values).get("tensor") if isinstance(values, LazyValues) else None
+    return stored if isinstance(stored, onnx.TensorProto) else None
+
+
+def _onnx_type(constant: gs.Constant) -> int:
+    """The ONNX element type graph-surgeon exports ``constant`` as (its export_dtype honoured)."""
+    sample = gs.Constant("sample", np.zeros((0,), dtype=np.dtype(constant.dtype)), export_dtype=constant.export_dtype)
+    return int(OnnxExporter.export_tensor_proto(sample).data_type)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field_header(number: int, length: int) -> bytes:
+    return _varint(number << 3 | 2) + _varint(length)
+
+
+def stored_bytes(model: Model) -> tuple[bool, int]:
+    """(whether any tensor lives in external data, bytes of the tensors stored inline), without exporting."""
+    external, inline = False, 0
+    for graph in iter_all_graphs(model.graph):
+        constants = [t for t in graph.tensors().values() if isinstance(t, gs.Constant)]
+        constants += [v for node in graph.nodes for v in node.attrs.values() if isinstance(v, gs.Constant)]
+        for constant in constants:
+            stored = _stored_proto(constant)
+            if stored is not None and is_external(stored):
+                external = True
+            else:
+                inline += constant_nbytes(constant)
+    return external, inline
+
+
+def serialize_model(model: Model) -> bytes:
+    """``to_proto(model).SerializeToString()``, without building the merged proto for large tensors.
+
+    Exporting a model copies every tensor into the graph proto, then again into the model
+    proto, then serializes it: three copies of every weight, seconds for BERT-base, for
+    every onnxruntime session a pass opens. Protobuf's wire format lets repeated fields
+    arrive in pieces, so the large main-graph initializers are exported and serialized one
+    by one after the rest of the model (exported with shape-only stand-ins). The bytes parse
+    to the same model. Models with subgraphs or functions (whose scopes may share
+    initializers) and tensors with external data take the plain path.
+    """
+    graph = model.graph
+    if graph.functions or any(any(True for _ in node_subgraphs(node)) for node in graph.nodes):
+        return to_proto(model).SerializeToString()
+    work, large = _with_stand_ins(model, STREAMED_TENSOR_MIN_BYTES, None)
+    if not large:
+        return to_proto(model).SerializeToString()
+    proto = to_proto(work)
+    kept = [tensor for tensor in proto.graph.initializer if tensor.name not in large]
+    if len(kept) + len(large) != len(proto.graph.initializer):
+        return to_proto(model).SerializeToString()  # a large tensor is not a plain initializer: no shortcut
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
+    parts = [proto.graph.SerializeToString()]
+    for constant in large.values():
+        payload = OnnxExporter.export_tensor_proto(constant).SerializeToString()
+        parts.append(_field_header(_GRAPH_INITIALIZER_FIELD, len(payload)))
+        parts.append(payload)
+    proto.ClearField("graph")
+    head = proto.SerializeToString()
+    graph_length = sum(len(part) for part in parts)
+    return b"".join([head, _field_header(_MODEL_GRAPH_FIELD, graph_length), *parts])
+
+
+def _externalize_inline(proto: onnx.ModelProto, folder: Path, data_name: str) -> None:
+    """Move the embedded tensors of ``proto`` to ``folder/data_name`` (a model past protobuf's 2 GB)."""
+    with open(folder / data_name, "wb") as handle:
+        offset = 0
+        for tensor in iter_model_tensor_protos(proto):
+            if is_external(tensor) or tensor_nbytes(tensor) < EXTERNAL_TENSOR_MIN_BYTES:
+                continue
+            pad = (-offset) % EXTERNAL_ALIGNMENT_BYTES
+            handle.write(b"\0" * pad)
+            offset += pad
+            raw = raw_bytes_of_inline(tensor)
+            handle.write(raw)
+            for name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+                tensor.ClearField(name)
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            del tensor.external_data[:]
+            for key, value in (("location", data_name), ("offset", str(offset)), ("length", str(len(raw)))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+            offset += len(raw)
+
+
+def inline_tensor_bytes(proto: onnx.ModelProto) -> int:
+    """Bytes of the embedded tensors of ``proto``, from the messages' sizes.
+
+    ``ByteSize()`` of a tensor message is cheap, unlike reading ``raw_data`` (a copy of the
+    bytes) or ``ByteSize()`` of the whole model (a walk over everything in it).
+    """
+    return sum(tensor.ByteSize() for tensor in iter_model_tensor_protos(proto) if not is_external(tensor))
+
+
+def _free_name(base: str, taken: set[str]) -> str:
+    name, index = base, 0
+    while name in taken:
+        index += 1
+        name = f"{index}_{base}"
+    taken.add(name)
+    return name
+
+
+def write_session_copy(model: Model, folder: Path, proto: onnx.ModelProto | None = None) -> Path:
+    """Write ``model`` into the empty ``folder`` for onnxruntime, its external data *linked*, not copied.
+
+    Every external-data file the model reads (from its source folder) is hard-linked into
+    ``folder`` under its original location, so onnxruntime finds it where the model says
+    and no gigabytes are copied (onnxruntime refuses symbolic links that leave the model's
+    folder, but a hard link is the file itself). Tensors the passes created in memory are
+    embedded, or written to a data file of their own when they would pass protobuf's
+    2 GB. Raises OSError when the files cannot be linked (another file system, no
+    permission): the caller then copies instead (``save``). ``proto``: ``to_proto(model)``
+    when the caller has it already (it may be modified).
+    """
+    proto = proto if proto is not None else to_proto(model)
+    tensors = iter_model_tensor_protos(proto)
+    locations = sorted({external_info(tensor).get("location", "") for tensor in tensors if is_external(tensor)})
+    if locations and model.base_dir is None:
+        raise RuntimeError("a model with external tensors lost the folder they live in")
+    for location in locations:
+        source = resolve_location(model.base_dir, location)
+        target = folder / location
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(source, target)
+    taken = {Path(location).parts[0] for location in locations}
+    if inline_tensor_bytes(proto) >= EXTERNAL_DATA_THRESHOLD_BYTES:
+        _externalize_inline(proto, folder, _free_name("session_tensors.data", taken))
+    path = folder / _free_name("model.onnx", taken)
+    path.write_bytes(proto.SerializeToString())
+    return path
 
 
 def read_constant(constant: gs.Constant) -> np.ndarray:

@@ -96,6 +96,7 @@ class PassContext:
     """Shared state handed to passes: verification/calibration data and the target."""
 
     target: str = "ort-cpu"
+    cpu: str = "any"  # ort-cpu only: "any" CPU, or "vnni" (see onnxopt.targets)
     data: Any = None  # onnxopt.data.Feeds provider, when the user gave DATA
     shapes: dict[str, list[int]] = field(default_factory=dict)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("onnxopt.pass"))

@@ -17,7 +17,7 @@ import onnx.shape_inference
 import onnx_graphsurgeon as gs
 
 from onnxopt.graph_edit import constant_shape, tensor_onnx_dtype
-from onnxopt.model_io import Model, to_proto
+from onnxopt.model_io import Model, checkable_proto
 from onnxopt.onnx_check import strip_payloads_in_place
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def infer_tensor_infos(model: Model) -> dict[str, TensorInfo]:
 
     Returns an empty dict when shape inference fails, so callers simply see "unknown".
     """
-    proto = to_proto(model)
+    proto = checkable_proto(model)  # large weights as references already: no copy of them is made
     strip_payloads_in_place(proto)
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)

@@ -23,6 +23,14 @@ Rules for ``tensorrt``:
 - ``opset``: per-channel Q/DQ below opset 13.
 ``ort-cpu`` and ``ort-cuda`` keep the rules that make any runtime's Q/DQ model valid
 (``constant-scale``, ``scale-value``, ``qdq-pair``'s matching parameters, ``opset``).
+
+CPU rules (``onnxopt.int8_kernels``), checked against the host CPU or one given by flags:
+- ``cpu-requirement`` (every target): the model declares it needs a CPU feature
+  (``onnxopt.int8.requires``, written for ``--target ort-cpu:vnni``) that this CPU lacks,
+  or — declared or not — its int8 weights use a range this CPU's kernels saturate on. One
+  line for the whole model: everything that follows from it would be noise;
+- ``int8-saturation`` (``ort-cpu``, meaning any CPU): an integer matmul with s8 weights
+  beyond ±64, which CPUs without VNNI (AVX2, AVX-512 without VNNI) compute wrongly.
 """
 
 from __future__ import annotations
@@ -35,12 +43,14 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnxopt.cpu_features import CpuInfo, host_cpu
 from onnxopt.errors import BadInputError
 from onnxopt.graph_walk import iter_all_graphs
+from onnxopt.int8_kernels import REQUIRES_KEY, SAFE_WEIGHT_LIMIT, meets_requirement, saturates_u8s8, saturation_risks
 from onnxopt.model_io import Model, load, load_proto, read_constant
 from onnxopt.weight_axes import weight_axis
 
-TARGETS = ("tensorrt", "ort-cpu", "ort-cuda")
+TARGETS = ("tensorrt", "ort-cpu", "ort-cpu:vnni", "ort-cuda")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 OPERATOR_FORM_OPS = frozenset({
     "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "QLinearAdd",
@@ -125,8 +135,8 @@ class _Checker:
         self.strict = target == "tensorrt"
         self.violations: list[Violation] = []
 
-    def add(self, rule: str, node: gs.Node, message: str) -> None:
-        self.violations.append(Violation(rule, _label(node), message))
+    def add(self, rule: str, node: gs.Node | str, message: str) -> None:
+        self.violations.append(Violation(rule, node if isinstance(node, str) else _label(node), message))
 
     def run(self) -> list[Violation]:
         graph_outputs = {tensor.name for tensor in self.model.graph.outputs}
@@ -222,8 +232,37 @@ class _Checker:
                                                   f"has its output channels on axis {wanted}")
 
 
-def check_model(model_or_path: Model | onnx.ModelProto | str | os.PathLike[str], target: str) -> list[Violation]:
-    """Every violation of ``target``'s Q/DQ rules in a model (empty list: the model passes)."""
+def cpu_violations(model: Model, target: str, cpu: CpuInfo) -> list[Violation]:
+    """What the model's int8 nodes assume of the CPU, against ``cpu`` and against ``target``."""
+    violations = []
+    risks = saturation_risks(model)
+    requirement = model.metadata_props.get(REQUIRES_KEY, "")
+    where = "this host" if cpu.source == "host" else "the given CPU"
+    if requirement and not meets_requirement(requirement, cpu):
+        violations.append(Violation("cpu-requirement", "model", (
+            f"built for CPUs with {requirement.replace('|', ' or ')} ({REQUIRES_KEY}); {where}, {cpu.describe()}, "
+            "has none: its int8 kernels saturate full-range weights, so outputs would be wrong here "
+            "(re-quantize with --target ort-cpu to run on any CPU)")))
+    elif risks and saturates_u8s8(cpu):
+        violations.append(Violation("cpu-requirement", "model", (
+            f"{len(risks)} int8 node(s) use weights beyond ±{SAFE_WEIGHT_LIMIT} (e.g. {risks[0]}); {where}, "
+            f"{cpu.describe()}, adds u8×s8 products in saturating int16, so outputs would be wrong here")))
+    if target == "ort-cpu":
+        violations.extend(Violation("int8-saturation", f"{risk.op} {risk.node!r}",
+                                    f"{risk}: wrong on CPUs without VNNI; --target ort-cpu means any CPU")
+                          for risk in risks)
+    return violations
+
+
+def check_model(model_or_path: Model | onnx.ModelProto | str | os.PathLike[str], target: str,
+                cpu: CpuInfo | None = None) -> list[Violation]:
+    """Every violation of ``target``'s rules in a model (empty list: the model passes).
+
+    ``cpu``: the CPU the model must run right on (default: this host).
+    """
     if target not in TARGETS:
         raise BadInputError(f"unknown target {target!r} (choose from {', '.join(TARGETS)})")
-    return _Checker(_as_model(model_or_path), target).run()
+    model = _as_model(model_or_path)
+    runtime = target.partition(":")[0]
+    violations = cpu_violations(model, target, cpu or host_cpu())
+    return violations + _Checker(model, runtime).run()

@@ -19,6 +19,7 @@ from rich.table import Table
 from onnxopt.cli.console import parse_shapes, stderr
 from onnxopt.cli.errors import EXIT_VERIFICATION_FAILED, handle_errors
 from onnxopt.report.format import human_bytes
+from onnxopt.targets import TARGETS
 
 
 def render_summary(document: dict[str, Any]) -> Table:
@@ -45,7 +46,7 @@ def render_summary(document: dict[str, Any]) -> Table:
 @click.option("--preset", help="A named pipeline (see `onnxopt passes`).")
 @click.option("--config", type=click.Path(path_type=Path), help="A TOML pipeline file of [[pass]] tables.")
 @click.option("-O", "--option", "overrides", multiple=True, help="Override a pass option: pass.key=value.")
-@click.option("--target", default="ort-cpu", show_default=True, type=click.Choice(["ort-cpu", "ort-cuda", "tensorrt"]))
+@click.option("--target", default="ort-cpu", show_default=True, type=click.Choice(TARGETS))
 @click.option("--calib", type=click.Path(path_type=Path), help="Calibration DATA for every model.")
 @click.option("--inputs", type=click.Path(path_type=Path), help="Verification DATA for every model.")
 @click.option("--verify", is_flag=True, help="Compare outputs with the original after every pass.")

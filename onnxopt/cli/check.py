@@ -1,7 +1,10 @@
-"""``onnxopt check --target tensorrt MODEL``: lint a Q/DQ model against a target's rules.
+"""``onnxopt check [--target T] MODEL``: lint a quantized model against a target's rules and this CPU.
 
 Prints one line per violation and exits 1 if there is any, 0 if none, 2 when the model
-cannot be read. A standalone click command; the main ``onnxopt`` group attaches it.
+cannot be read. The target defaults to the one the model was optimized for (its
+``onnxopt.target`` metadata), else ``tensorrt``. The model's CPU assumptions are checked
+against the host, or against ``--cpu-flags`` (what-if: a deployment fleet's CPU). A
+standalone click command; the main ``onnxopt`` group attaches it.
 """
 
 from __future__ import annotations
@@ -11,26 +14,41 @@ from pathlib import Path
 import click
 
 from onnxopt.cli.errors import EXIT_BAD_INPUT, one_line
+from onnxopt.cpu_features import cpu_from_flags, host_cpu
 from onnxopt.errors import BadInputError
+from onnxopt.model_io import load
 from onnxopt.target_rules import TARGETS, check_model
+from onnxopt.targets import TARGET_KEY
 
 EXIT_VIOLATIONS = 1
+DEFAULT_TARGET = "tensorrt"
 
 
 @click.command("check")
-@click.option("--target", type=click.Choice(TARGETS), default="tensorrt", show_default=True,
-              help="Runtime whose Q/DQ rules the model must follow.")
+@click.option("--target", type=click.Choice(TARGETS), default=None,
+              help="Runtime whose rules the model must follow [default: the model's own target, else tensorrt].")
+@click.option("--cpu-flags", default=None,
+              help="Check against a CPU with these flags (e.g. avx2,fma, or aarch64) instead of this host.")
 @click.argument("model", type=click.Path(path_type=Path))
-def check(target: str, model: Path) -> None:
-    """Lint MODEL's quantization (Q/DQ) against TARGET's rules; exit 1 on any violation."""
+def check(target: str | None, cpu_flags: str | None, model: Path) -> None:
+    """Lint MODEL against TARGET's rules and the CPU's int8 kernels; exit 1 on any violation."""
     try:
-        violations = check_model(model, target)
+        loaded = load(model)
+        target = target or loaded.metadata_props.get(TARGET_KEY) or DEFAULT_TARGET
+        if target not in TARGETS:
+            raise BadInputError(f"the model names an unknown target {target!r}; give --target")
+        cpu = host_cpu()
+        if cpu_flags is not None:
+            arch = "aarch64" if {"aarch64", "arm64"} & set(cpu_flags.replace(",", " ").split()) else "x86_64"
+            cpu = cpu_from_flags(cpu_flags, arch)
+        violations = check_model(loaded, target, cpu)
     except BadInputError as error:
         click.echo(f"error: {one_line(error)}", err=True)
         raise click.exceptions.Exit(EXIT_BAD_INPUT) from None
     for violation in violations:
         click.echo(str(violation))
-    if violations:
+    if len(violations) > 1:
         click.echo(f"{model}: {len(violations)} violation(s) of the {target} rules", err=True)
+    if violations:
         raise click.exceptions.Exit(EXIT_VIOLATIONS)
-    click.echo(f"{model}: no violation of the {target} rules")
+    click.echo(f"{model}: no violation of the {target} rules on {cpu.describe()}")

@@ -12,6 +12,7 @@ from onnxopt.cli.console import parse_shapes, stderr, stdout
 from onnxopt.cli.convert import conversion_options, options_from_cli, print_conversion
 from onnxopt.cli.errors import EXIT_VERIFICATION_FAILED, handle_errors
 from onnxopt.errors import BadInputError
+from onnxopt.targets import TARGETS
 
 
 def _progress_callback(progress: Any, task: Any) -> Callable[[str, str, int], None]:
@@ -32,7 +33,12 @@ def _progress_callback(progress: Any, task: Any) -> Callable[[str, str, int], No
 @click.option("--preset", help="A named pipeline (see `onnxopt passes`).")
 @click.option("--config", type=click.Path(path_type=Path), help="A TOML pipeline file of [[pass]] tables.")
 @click.option("-O", "--option", "overrides", multiple=True, help="Override a pass option: pass.key=value.")
-@click.option("--target", default="ort-cpu", show_default=True, type=click.Choice(["ort-cpu", "ort-cuda", "tensorrt"]))
+@click.option("--target", default="ort-cpu", show_default=True, type=click.Choice(TARGETS),
+              help="Runtime to optimize for; ort-cpu runs on any CPU, ort-cpu:vnni assumes one whose int8 kernels "
+                   "never saturate (AVX512-VNNI, AVX-VNNI, AMX or ARM64) and records that in the model.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="onnxruntime threads the model will run with; passes that time kernels time under it "
+                   "(default: under 1 thread and under all cores).")
 @click.option("--verify", is_flag=True, help="Compare outputs with the original after every pass.")
 @click.option("--inputs", type=click.Path(path_type=Path), help="DATA for verification (.npz or folder).")
 @click.option("--calib", type=click.Path(path_type=Path), help="DATA for calibration (.npz or folder).")
@@ -59,6 +65,7 @@ def optimize(
     config: Path | None,
     overrides: tuple[str, ...],
     target: str,
+    threads: int | None,
     verify: bool,
     inputs: Path | None,
     calib: Path | None,
@@ -137,6 +144,7 @@ def optimize(
             external_data=external_data,
             strict=strict,
             progress=_progress_callback(progress, task),
+            threads=threads,
         )
     result = outcome.optimize
     summary = outcome.as_dict()

@@ -20,6 +20,7 @@ from onnxopt.cli.console import parse_shapes, stderr
 from onnxopt.cli.errors import EXIT_VERIFICATION_FAILED, handle_errors
 from onnxopt.errors import BadInputError
 from onnxopt.report.jsonio import to_json
+from onnxopt.targets import TARGETS
 from onnxopt.tune.objective import METRICS, OBJECTIVES
 from onnxopt.tune.results import FRONT_COLUMNS, front_rows
 
@@ -87,7 +88,7 @@ def render_front(document: dict[str, Any]) -> Table:
 @click.option("--time-budget", help="Stop starting trials after this long (seconds, or 15m, 2h).")
 @click.option("--executor", default="local", show_default=True, help="local, process:N, ray or ray:ADDRESS.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--target", type=click.Choice(["ort-cpu", "ort-cuda", "tensorrt"]), default="ort-cpu",
+@click.option("--target", type=click.Choice(TARGETS), default="ort-cpu",
               show_default=True)
 @click.option("--search-passes", help="Search only these passes (comma-separated).")
 @click.option("--exclude-passes", help="Leave these passes out of the search (comma-separated).")

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import onnxopt
-from onnxopt.api import TARGETS, resolve_steps
+from onnxopt.api import resolve_steps
 from onnxopt.errors import BadInputError
+from onnxopt.targets import TARGETS
 from onnxopt.tune.cache import FileBundle, data_bundle, model_bundle
 from onnxopt.tune.executors import Executor, make_executor
 

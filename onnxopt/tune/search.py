@@ -27,6 +27,7 @@ import onnxopt
 from onnxopt.errors import BadInputError
 from onnxopt.model_io import model_file_bytes
 from onnxopt.report.schema import header
+from onnxopt.targets import TARGETS
 from onnxopt.tune.cache import FileBundle, TrialCache, data_bundle, default_cache_dir, model_bundle, trial_key
 from onnxopt.tune.executors import Executor, LocalExecutor, make_executor
 from onnxopt.tune.hosts import host_tags
@@ -37,7 +38,6 @@ from onnxopt.tune.strategy import DEFAULT_BATCH, Proposal, Strategy
 
 logger = logging.getLogger(__name__)
 
-TARGETS = ("ort-cpu", "ort-cuda", "tensorrt")
 KEEP_MODELS = ("front", "all", "none")
 Progress = Callable[[str, dict[str, Any]], None]
 

@@ -68,11 +68,13 @@ def params_from_range(
     dtype: np.dtype | type = np.int8,
     symmetric: bool = True,
     axis: int | None = None,
+    limit: int = INT8_SYMMETRIC_MAX,
 ) -> QuantParams:
     """Scale/zero point covering [rmin, rmax] (arrays for per-channel), zero exact.
 
-    Symmetric: zero point 0 for int8 (128 for uint8), scale = max|r| / 127. Asymmetric:
-    the full integer range maps onto [min(rmin, 0), max(rmax, 0)].
+    Symmetric: zero point 0 for int8 (128 for uint8), scale = max|r| / ``limit`` (127, or
+    64 for weights that must not saturate int16 pairs: ``onnxopt.int8_kernels``).
+    Asymmetric: the full integer range maps onto [min(rmin, 0), max(rmax, 0)].
     """
     dtype = np.dtype(dtype)
     low = np.minimum(np.asarray(rmin, dtype=np.float64), 0.0)
@@ -80,7 +82,7 @@ def params_from_range(
     qmin, qmax = qrange(dtype)
     if symmetric:
         amax = np.maximum(np.abs(low), np.abs(high))
-        scale = amax / INT8_SYMMETRIC_MAX
+        scale = amax / float(limit)
         zero = np.zeros_like(scale) + (0 if dtype == np.int8 else 128)
     else:
         scale = (high - low) / float(qmax - qmin)
@@ -102,13 +104,17 @@ def channel_range(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray
 
 
 def weight_params(weights: np.ndarray, axis: int | None, dtype: np.dtype | type = np.int8,
-                  symmetric: bool = True) -> QuantParams:
-    """Weight scales from the weights themselves: per channel along ``axis``, or per tensor."""
+                  symmetric: bool = True, limit: int = INT8_SYMMETRIC_MAX) -> QuantParams:
+    """Weight scales from the weights themselves: per channel along ``axis``, or per tensor.
+
+    ``limit`` bounds the symmetric codes to ±limit (64: safe on every CPU, see
+    ``onnxopt.int8_kernels``; 127: the full range).
+    """
     if axis is None:
         return params_from_range(float(np.min(weights, initial=0.0)), float(np.max(weights, initial=0.0)),
-                                 dtype, symmetric)
+                                 dtype, symmetric, limit=limit)
     low, high = channel_range(weights, axis)
-    return params_from_range(low, high, dtype, symmetric, axis=axis)
+    return params_from_range(low, high, dtype, symmetric, axis=axis, limit=limit)
 
 
 def _broadcast(param: np.ndarray, ndim: int, axis: int | None) -> np.ndarray:

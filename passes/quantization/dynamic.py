@@ -4,6 +4,10 @@ Why dynamic: transformers have activations whose ranges shift from input to inpu
 range computed per call from the actual values (``DynamicQuantizeLinear``) needs no
 calibration data and keeps accuracy. Weights are int8, symmetric, per output column.
 
+Weights are bounded by ``weight_limit``: ±64 by default, so that onnxruntime's u8×s8 kernels
+cannot saturate their int16 pair sums on CPUs without VNNI (``onnxopt.int8_kernels``);
+±127 only for a model that records it needs a VNNI (or ARM64) CPU.
+
 The graph uses standard ONNX ops only —
 ``DynamicQuantizeLinear → MatMulInteger → Cast → Mul(x_scale × w_scale)`` — a pattern
 onnxruntime's CPU optimizer fuses into one ``DynamicQuantizeMatMul`` kernel (measured:
@@ -18,6 +22,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnxopt.int8_kernels import SAFE_WEIGHT_LIMIT
 from onnxopt.model_io import Model, read_constant
 from onnxopt.passes.quantization.common import NameScope, quantize_array, weight_params
 
@@ -50,7 +55,8 @@ def find_dynamic_candidates(graph: gs.Graph, allowed: set[str], excluded) -> lis
 
 
 def apply_dynamic(model: Model, selected: set[str], per_channel: bool = True,
-                  cache: dict[tuple[str, bool], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None) -> Model:
+                  cache: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
+                  weight_limit: int = SAFE_WEIGHT_LIMIT) -> Model:
     """A copy of ``model`` with the ``selected`` MatMul/Gemm nodes quantized dynamically."""
     cache = {} if cache is None else cache
     work = model.copy()
@@ -59,31 +65,33 @@ def apply_dynamic(model: Model, selected: set[str], per_channel: bool = True,
     for node in list(graph.nodes):
         if node.name not in selected or not dynamic_role_ok(node):
             continue
-        _rewrite(graph, node, names, per_channel, cache)
+        _rewrite(graph, node, names, per_channel, cache, weight_limit)
     graph.toposort()
     return work
 
 
-def _weights_kn(node: gs.Node, per_channel: bool, cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """B as int8 [K, N], its per-column (or scalar) scale with alpha folded in, and zero points."""
+def _weights_kn(node: gs.Node, per_channel: bool, cache: dict,
+                weight_limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """B as int8 [K, N] within ±weight_limit, its per-column (or scalar) scale with alpha folded in, zero points."""
     b = node.inputs[1]
-    key = (b.name, node.op == "Gemm" and bool(int(node.attrs.get("transB", 0))), per_channel)
+    key = (b.name, node.op == "Gemm" and bool(int(node.attrs.get("transB", 0))), per_channel, weight_limit)
     if key not in cache:
         values = np.asarray(read_constant(b), dtype=np.float32)
         if key[1]:
             values = values.T
-        params = weight_params(values, 1 if per_channel else None)
+        params = weight_params(values, 1 if per_channel else None, limit=weight_limit)
         cache[key] = (np.ascontiguousarray(quantize_array(values, params)), params.scale, params.zero_point)
     quantized, scale, zero = cache[key]
     alpha = float(node.attrs.get("alpha", 1.0)) if node.op == "Gemm" else 1.0
     return quantized, (scale * np.float32(alpha)).astype(np.float32), zero
 
 
-def _rewrite(graph: gs.Graph, node: gs.Node, names: NameScope, per_channel: bool, cache: dict) -> None:
+def _rewrite(graph: gs.Graph, node: gs.Node, names: NameScope, per_channel: bool, cache: dict,
+             weight_limit: int) -> None:
     base = node.name
     activation = node.inputs[0]
     output = node.outputs[0]
-    quantized_b, scale_b, zero_b = _weights_kn(node, per_channel, cache)
+    quantized_b, scale_b, zero_b = _weights_kn(node, per_channel, cache, weight_limit)
 
     a_q = gs.Variable(names.fresh(f"{base}_input_quantized"), dtype=np.uint8)
     a_scale = gs.Variable(names.fresh(f"{base}_input_scale"), dtype=np.float32, shape=[])

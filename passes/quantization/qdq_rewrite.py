@@ -15,6 +15,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxopt.calibration import TensorRange
+from onnxopt.int8_kernels import SAFE_WEIGHT_LIMIT
 from onnxopt.model_io import Model, read_constant
 from onnxopt.passes.quantization.common import (
     NameScope,
@@ -61,9 +62,14 @@ def activation_params(placement: Placement, ranges: dict[str, TensorRange],
 
 @dataclass
 class WeightCache:
-    """Quantized weights by (tensor name, axis), so variants of a model share the work."""
+    """Quantized weights by (tensor name, axis), so variants of a model share the work.
+
+    ``weight_limit`` bounds the int8 codes (±64: no int16 saturation on any CPU; ±127 for
+    models that require a VNNI CPU, see ``onnxopt.int8_kernels``).
+    """
 
     per_channel: bool = True
+    weight_limit: int = SAFE_WEIGHT_LIMIT
     entries: dict[tuple[str, int | None], tuple[np.ndarray, QuantParams]] = field(default_factory=dict)
 
     def get(self, constant: gs.Constant, axis: int | None) -> tuple[np.ndarray, QuantParams]:
@@ -71,7 +77,7 @@ class WeightCache:
         key = (constant.name, axis)
         if key not in self.entries:
             values = np.asarray(read_constant(constant), dtype=np.float32)
-            params = weight_params(values, axis)
+            params = weight_params(values, axis, limit=self.weight_limit)
             self.entries[key] = (quantize_array(values, params), params)
         return self.entries[key]
 

@@ -45,11 +45,15 @@ class QuantizeEmbeddingsOptions(PassOptions):
 def quantize_rows(table: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
     """uint8 codes (zero point 128) and float32 scales [rows, cols / block_size] of a 2-D table."""
     rows, cols = table.shape
-    blocks = table.astype(np.float32).reshape(rows, cols // block_size, block_size)
-    scales = np.abs(blocks).max(axis=-1) / 127.0
-    safe = np.where(scales > 0, scales, 1.0)
-    codes = np.clip(np.rint(blocks / safe[..., None]), -127, 127).astype(np.int16) + ZERO_POINT
-    return codes.reshape(rows, cols).astype(np.uint8), scales.astype(np.float32)
+    blocks = np.asarray(table, dtype=np.float32).reshape(rows, cols // block_size, block_size)
+    scales = (np.abs(blocks).max(axis=-1) / np.float32(127.0)).astype(np.float32)
+    safe = np.where(scales > 0, scales, np.float32(1.0))
+    # In place on one float32 buffer: a 50k-row vocabulary is 150 MB per temporary.
+    codes = blocks / safe[..., None]
+    np.rint(codes, out=codes)
+    np.clip(codes, -127, 127, out=codes)
+    codes += ZERO_POINT
+    return codes.reshape(rows, cols).astype(np.uint8), scales
 
 
 class QuantizeEmbeddings(Pass):
