@@ -102,3 +102,20 @@ def _with_feeds(model: Model, names: list[str], feeds: Iterable[dict[str, np.nda
 
     for values in iter_activations(model, names, recording()):
         yield remembered[0], values
+
+
+def padding_mask_input(model: Model, choice: str = "auto") -> str | None:
+    """The model input whose zeros mark padded positions: ``choice`` itself, or (``"auto"``) a 2-D integer
+    input named like ``attention_mask``; None for "" or when there is none.
+
+    Statistics of padded token positions describe the padding, not the data, and would
+    dominate the sums for short sentences.
+    """
+    if choice != "auto":
+        return choice or None
+    for tensor in model.graph.inputs:
+        shape = tensor.shape or []
+        integer = tensor.dtype is not None and np.issubdtype(np.dtype(tensor.dtype), np.integer)
+        if "attention_mask" in tensor.name.lower() and len(shape) == 2 and integer:
+            return tensor.name
+    return None

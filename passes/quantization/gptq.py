@@ -8,8 +8,9 @@ over the rows not yet quantized, weighted by the inverse Hessian — so correlat
 absorb each other's errors. The Cholesky factor of ``H⁻¹`` gives those weights without
 re-inverting anything.
 
-The statistics ``H`` are streamed by ``onnxopt.input_statistics`` (shared with the other
-passes that need a layer's input second moments).
+The statistics ``H`` are streamed by ``onnxopt.input_statistics`` and inverted by
+``onnxopt.hessian_inverse`` (shared with the other passes that need a layer's input second
+moments: SparseGPT-style sparsity and pruning's least-squares recovery).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 
 import numpy as np
 
+from onnxopt.hessian_inverse import inverse_cholesky_upper
 from onnxopt.passes.quantization.lowbit import GroupParams, QuantizedMatrix, Quantizer, collect
 
 logger = logging.getLogger(__name__)
@@ -26,22 +28,6 @@ logger = logging.getLogger(__name__)
 # "lazy batch" updates; the result is the same as updating after every row).
 LAZY_BATCH_ROWS = 128
 DEFAULT_DAMP_RATIO = 0.01
-MAX_DAMP_TRIES = 6
-
-
-def _inverse_cholesky_upper(hessian: np.ndarray, damp_ratio: float) -> np.ndarray:
-    """Upper Cholesky factor of ``(H + λI)⁻¹``; λ grows until the factorisation succeeds."""
-    mean_diagonal = float(np.mean(np.diag(hessian))) or 1.0
-    damp = damp_ratio
-    for _ in range(MAX_DAMP_TRIES):
-        damped = hessian + damp * mean_diagonal * np.eye(hessian.shape[0])
-        try:
-            inverse = np.linalg.inv(np.linalg.cholesky(damped))
-            # (L Lᵀ)⁻¹ = L⁻ᵀ L⁻¹; its upper Cholesky factor U satisfies UᵀU = H⁻¹.
-            return np.linalg.cholesky(inverse.T @ inverse).T
-        except np.linalg.LinAlgError:
-            damp *= 10.0
-    raise np.linalg.LinAlgError("Hessian is not positive definite even after damping")
 
 
 def quantize_gptq(weights_kn: np.ndarray, hessian: np.ndarray, quantizer: Quantizer, group_rows: int,
@@ -70,7 +56,7 @@ def quantize_gptq(weights_kn: np.ndarray, hessian: np.ndarray, quantizer: Quanti
     )
     order = np.argsort(-np.diag(hessian), kind="stable") if act_order else np.arange(k_rows)
     weights = weights[order]
-    upper = _inverse_cholesky_upper(hessian[np.ix_(order, order)], damp_ratio)
+    upper = inverse_cholesky_upper(hessian[np.ix_(order, order)], damp_ratio)
 
     # Dynamic groups must lie inside one lazy block, so the block is a multiple of the group.
     lazy = min(LAZY_BATCH_ROWS, k_rows) if static else group_rows * max(1, LAZY_BATCH_ROWS // group_rows)

@@ -36,12 +36,14 @@ import onnx_graphsurgeon as gs
 
 from onnxopt.calibration import METHODS, calibrate
 from onnxopt.data import Feeds, InputSpec, input_specs, make_feeds, random_feed
+from onnxopt.error_budget import ERROR_METRICS, error_function, run_outputs, sensitivity_fallback
 from onnxopt.errors import BadInputError
 from onnxopt.model_io import Model, to_proto
+from onnxopt.paired_timing import relative_times
 from onnxopt.pass_api import Contract, Pass, PassContext, PassOptions, PassResult
 from onnxopt.passes.quantization.common import NameScope
 from onnxopt.passes.quantization.dynamic import DYNAMIC_OPS, apply_dynamic, find_dynamic_candidates
-from onnxopt.passes.quantization.op_speed import island_ratios, relative_times
+from onnxopt.passes.quantization.op_speed import island_ratios
 from onnxopt.passes.quantization.qdq_placement import (
     DEFAULT_OP_TYPES,
     QUANTIZABLE_OPS,
@@ -50,7 +52,6 @@ from onnxopt.passes.quantization.qdq_placement import (
     plan_placement,
 )
 from onnxopt.passes.quantization.qdq_rewrite import ActivationFormat, WeightCache, activation_params, apply_static
-from onnxopt.passes.quantization.sensitivity import ERROR_METRICS, error_function, run_outputs, sensitivity_fallback
 from onnxopt.passes.quantization.smoothing import apply_smoothing, choose_smoothing, smoothing_candidates
 from onnxopt.runtime_errors import ORT_RUN_ERRORS
 

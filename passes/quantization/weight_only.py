@@ -45,7 +45,7 @@ import onnx
 import onnx.version_converter
 
 from onnxopt.errors import BadInputError
-from onnxopt.input_statistics import HessianAccumulator, collect_hessians
+from onnxopt.input_statistics import HessianAccumulator, collect_hessians, padding_mask_input
 from onnxopt.model_io import Model, constant_nbytes, from_proto, read_constant, to_proto
 from onnxopt.pass_api import Contract, Pass, PassContext, PassOptions, PassResult
 from onnxopt.passes.quantization.common import NameScope
@@ -266,7 +266,7 @@ class WeightOnly(Pass):
         if not requests:
             return {}
         return collect_hessians(model, requests, ctx.data, options.stats_memory_bytes, options.calib_max_batches,
-                                mask_input=_mask_input(model, options.calib_mask_input))
+                                mask_input=padding_mask_input(model, options.calib_mask_input))
 
     @staticmethod
     def _quantize(plan: WeightPlan, weights: np.ndarray, hessians: dict[tuple[str, bool], HessianAccumulator],
@@ -296,14 +296,3 @@ class WeightOnly(Pass):
                                     options.accuracy_level)
         return emit_gather_block(model.graph, names, plan, quantized, options.block_size)
 
-
-def _mask_input(model: Model, choice: str) -> str | None:
-    """The input whose zeros mark padding: the named one, or (auto) a 2-D integer ``*attention_mask*`` input."""
-    if choice != "auto":
-        return choice or None
-    for tensor in model.graph.inputs:
-        shape = tensor.shape or []
-        integer = tensor.dtype is not None and np.issubdtype(np.dtype(tensor.dtype), np.integer)
-        if "attention_mask" in tensor.name.lower() and len(shape) == 2 and integer:
-            return tensor.name
-    return None
