@@ -5,7 +5,8 @@ Passes live in one folder per family, each with a docstring that says how the fa
 * ``cleanup/``      exact rewrites looped to a fixed point (dedup, dead code, identity, folding, CSE);
 * ``fusion/``       Conv+BatchNormalization and MatMul+Add fusions (tolerance 1e-5);
 * ``precision/``    the fp16/bf16 pass with its plan, range measurement and rewrite;
-* ``quantization/`` int8 Q/DQ (static, dynamic), int8 embeddings, int4/binary/ternary weight-only.
+* ``quantization/`` int8 Q/DQ (static, dynamic), int8 embeddings, int4/binary/ternary weight-only;
+* ``pruning/``      structured pruning (neurons, channels, heads, layers) refitted against the original, N:M sparsity.
 
 A family imports only from the framework (``onnxopt.*``), never from another family.
 Third parties register a ``Pass`` subclass under the ``onnxopt.passes`` entry-point group.
@@ -51,7 +52,7 @@ PRESETS["int8-tensorrt"] = [*PRESETS["default"], "qdq:target=tensorrt"]
 
 
 # "family.module:Class" of each built-in pass, one per line, in listing order. Each family is a folder of
-# this package (cleanup/, fusion/, precision/, quantization/) whose __init__ docstring says how it works.
+# this package (cleanup/, fusion/, precision/, quantization/, pruning/) whose __init__ docstring says how it works.
 _BUILTIN_MODULES: list[str] = [
     "cleanup.dedup_initializers:DedupInitializers",
     "cleanup.eliminate_dead:EliminateDead",
@@ -64,6 +65,10 @@ _BUILTIN_MODULES: list[str] = [
     "precision.fp16:Fp16Pass",
     "quantization.qdq:QdqPass",
     "quantization.quantize_embeddings:QuantizeEmbeddings",
+    "pruning.prune_neurons:PruneNeurons",
+    "pruning.prune_heads:PruneHeads",
+    "pruning.prune_layers:PruneLayers",
+    "pruning.sparsify:Sparsify",
 ]
 
 

@@ -46,6 +46,10 @@ class Segment:
     offset: int
     unit_size: int
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "offset", int(self.offset))
+        object.__setattr__(self, "unit_size", int(self.unit_size))
+
     def indices(self, units: np.ndarray) -> np.ndarray:
         units = np.asarray(units, dtype=np.int64).reshape(-1, 1)
         return (self.offset + units * self.unit_size + np.arange(self.unit_size)).reshape(-1)
@@ -103,6 +107,15 @@ class Consumer:
     def input(self) -> gs.Tensor:
         return self.node.inputs[self.slot]
 
+    def unit_rows(self, units: int) -> np.ndarray:
+        """``[units, rows]``: the rows of the ``[K, N]`` weight view that each unit owns."""
+        ordered = sorted(self.segments, key=lambda segment: segment.offset)
+        per_unit = []
+        for unit in range(units):
+            indices = np.concatenate([segment.indices(np.array([unit])) for segment in ordered])
+            per_unit.append((indices[:, None] * self.rows_per_index + np.arange(self.rows_per_index)).reshape(-1))
+        return np.stack(per_unit)
+
 
 @dataclass
 class Group:
@@ -110,25 +123,42 @@ class Group:
 
     units: int
     sites: dict[int, Site] = field(default_factory=dict)
-    slices: dict[tuple[int, int], ConstantSlice] = field(default_factory=dict)
+    slices: dict[tuple[int, int, int], ConstantSlice] = field(default_factory=dict)
     producers: dict[int, gs.Node] = field(default_factory=dict)
     consumers: dict[int, Consumer] = field(default_factory=dict)
     reshapes: dict[int, tuple[gs.Node, int]] = field(default_factory=dict)
-    splits: dict[int, gs.Node] = field(default_factory=dict)
+    splits: dict[int, tuple[gs.Node, list[int]]] = field(default_factory=dict)
     conv_groups: dict[int, gs.Node] = field(default_factory=dict)
     head_counts: dict[int, tuple[gs.Node, str, int]] = field(default_factory=dict)
+    seed: tuple[str, int, frozenset[Segment]] | None = None  # (tensor name, axis, segments) it was traced from
+
+    def claims(self) -> set[tuple]:
+        """What no other group may change too: its tensors, sliced (constant, axis) pairs, edited nodes.
+
+        Two groups may slice one weight along different axes (a conv's input channels belong
+        to one group, its output channels to the next), never along the same one.
+        """
+        claimed: set[tuple] = {("tensor", key) for key in self.sites}
+        claimed.update(("slice", id(entry.node), entry.slot, entry.axis) for entry in self.slices.values())
+        claimed.update(("node", key) for key in [*self.reshapes, *self.splits, *self.conv_groups, *self.head_counts])
+        return claimed
 
     @property
-    def nodes(self) -> list[gs.Node]:
-        """Every node the group touches (for overlap checks between groups)."""
-        found: dict[int, gs.Node] = {}
+    def residual(self) -> bool:
+        """True when outputs of several producers are added together (a residual stream).
+
+        An Add of two of the group's tensors computed from one producer (GELU's
+        ``x + 0.044715·x³``) is no residual.
+        """
+        if len(self.producers) < 2:
+            return False
         for site in self.sites.values():
             node = producer(site.tensor)
-            if node is not None:
-                found[id(node)] = node
-            for reader in site.tensor.outputs:
-                found[id(reader)] = reader
-        return list(found.values())
+            if node is not None and node.op in ("Add", "Sub"):
+                operands = [tensor for tensor in node.inputs if id(tensor) in self.sites]
+                if len(operands) >= 2:
+                    return True
+        return False
 
     def label(self) -> str:
         names = [consumer.node.name for consumer in self.consumers.values()]
@@ -236,11 +266,9 @@ class Tracer:
         if shape[axis] != length:
             raise Refused(f"constant {tensor.name!r} of {_label(node)} has {shape[axis]} entries along axis {axis}, "
                           f"not {length}")
-        key = (id(node), slot)
+        key = (id(node), slot, axis)
         previous = self.group.slices.get(key)
         merged = frozenset(segments) | (previous.segments if previous else frozenset())
-        if previous is not None and previous.axis != axis:
-            raise Refused(f"constant {tensor.name!r} would be sliced along two axes")
         self.group.slices[key] = ConstantSlice(node, slot, axis, length, merged)
 
     def run(self) -> Group:
@@ -285,9 +313,27 @@ def _names_read_in_subgraphs(graph: gs.Graph) -> set[str]:
 def trace_group(graph: gs.Graph, infos: dict[str, TensorInfo], tensor: gs.Tensor, axis: int, units: int,
                 segments: Iterable[Segment]) -> Group:
     """The group of everything coupled to ``tensor``'s ``axis`` (units at ``segments``); raises Refused."""
+    segments = frozenset(segments)
     tracer = Tracer(graph, infos, units)
     tracer.add(tensor, axis, segments)
-    return tracer.run()
+    group = tracer.run()
+    group.seed = (tensor.name, axis, segments)
+    return group
+
+
+def retrace(graph: gs.Graph, infos: dict[str, TensorInfo], group: Group) -> Group:
+    """The group traced again from its seed on ``graph`` as it is now.
+
+    Earlier rewrites may have added what the first trace could not see (a refit that gave
+    a Conv a bias, an Add inserted after a MatMul); the group must cover them too.
+    """
+    if group.seed is None:
+        return group
+    name, axis, segments = group.seed
+    tensor = graph.tensors().get(name)
+    if tensor is None:
+        raise Refused(f"{name!r} no longer exists")
+    return trace_group(graph, infos, tensor, axis, group.units, segments)
 
 
 # --- op rules ---------------------------------------------------------------------------
@@ -357,6 +403,11 @@ def _broadcast(tr: Tracer, node: gs.Node, slots: list[int]) -> None:
         return
     reference = known[0]
     out_axis = reference.axis + out_rank - tr.rank(reference.tensor)
+    segments: set[Segment] = set()
+    for site in known:
+        if site.axis + out_rank - tr.rank(site.tensor) != out_axis:
+            raise Refused(f"{_label(node)} mixes two pruned axes")
+        segments |= site.segments
     for tensor, slot in members:
         rank = tr.rank(tensor)
         axis = out_axis - (out_rank - rank)
@@ -369,9 +420,9 @@ def _broadcast(tr: Tracer, node: gs.Node, slots: list[int]) -> None:
             raise Refused(f"{_label(node)}: {tensor.name!r} has {size!r} entries along the pruned axis, "
                           f"not {reference.length} (cannot prove it broadcasts)")
         if slot is not None and constant_shape(tensor) is not None:
-            tr.slice_constant(node, slot, axis, reference.length, reference.segments)
+            tr.slice_constant(node, slot, axis, reference.length, segments)
         else:
-            tr.add(tensor, axis, reference.segments)
+            tr.add(tensor, axis, segments)
 
 
 def _pass_through(tr: Tracer, node: gs.Node, axis_map: dict[int, int]) -> None:
@@ -661,15 +712,15 @@ def _split(tr: Tracer, node: gs.Node) -> None:
         out_site = tr.site(out)
         if out_site is not None:
             tr.add(data, axis, {Segment(s.offset + starts[index], s.unit_size) for s in out_site.segments})
-    tr.group.splits[id(node)] = node
+    tr.group.splits[id(node)] = (node, sizes)
 
 
 def _broadcast_all(tr: Tracer, node: gs.Node, tensors: list[gs.Tensor]) -> None:
     """Every tensor carries the same axis unchanged (Split/Concat along another axis)."""
     known = _known(tr, tensors)
-    reference = known[0]
+    segments = set().union(*(site.segments for site in known))
     for tensor in tensors:
-        tr.add(tensor, reference.axis, reference.segments)
+        tr.add(tensor, known[0].axis, segments)
 
 
 def _concat(tr: Tracer, node: gs.Node) -> None:
