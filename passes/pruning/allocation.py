@@ -22,7 +22,6 @@ from onnxopt.error_budget import error_function, run_outputs
 from onnxopt.model_io import Model
 from onnxopt.passes.pruning.coupling import Group
 from onnxopt.passes.pruning.decide import ratio_count, units_to_remove
-from onnxopt.passes.pruning.rewrite import NameSource, apply_removal, refits_by_node
 
 if TYPE_CHECKING:
     from onnxopt.passes.pruning.structured import StructuredPruning
@@ -43,9 +42,7 @@ def cost_curve(pruner: StructuredPruning, snapshot: Model, index: int, group: Gr
     for count in counts:
         plan = pruner.plan_with(index, group, count, problems)
         candidate = snapshot.copy()
-        regrouped = pruner.find_groups(candidate)[index].group
-        apply_removal(candidate.graph, regrouped, plan.removed, refits_by_node(regrouped, plan.refits),
-                      NameSource(candidate.graph))
+        pruner.apply_plans(candidate, [plan])
         curve.append((count, float(error_of(references, run_outputs(candidate, feeds)))))
     errors = np.maximum.accumulate([error for _, error in curve])
     return [(count, float(error)) for (count, _), error in zip(curve, errors, strict=True)]

@@ -310,6 +310,21 @@ def _names_read_in_subgraphs(graph: gs.Graph) -> set[str]:
     return names
 
 
+def complete_infos(graph: gs.Graph, infos: dict[str, TensorInfo]) -> dict[str, TensorInfo]:
+    """``infos`` plus the output shapes onnx's inference leaves unknown for the contrib attention ops.
+
+    com.microsoft MultiHeadAttention writes ``[batch, query length, value hidden]``.
+    """
+    completed = dict(infos)
+    for node in graph.nodes:
+        if node.domain == "com.microsoft" and node.op in HEAD_ATTENTION_OPS and len(node.inputs) > 2:
+            query, value = (completed.get(node.inputs[i].name) for i in (0, 2))
+            if query and value and query.shape and value.shape and len(query.shape) == len(value.shape) == 3:
+                completed.setdefault(node.outputs[0].name,
+                                     TensorInfo(query.elem_type, (*query.shape[:2], value.shape[2])))
+    return completed
+
+
 def trace_group(graph: gs.Graph, infos: dict[str, TensorInfo], tensor: gs.Tensor, axis: int, units: int,
                 segments: Iterable[Segment]) -> Group:
     """The group of everything coupled to ``tensor``'s ``axis`` (units at ``segments``); raises Refused."""

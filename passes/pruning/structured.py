@@ -33,7 +33,7 @@ from onnxopt.model_io import Model, to_proto
 from onnxopt.pass_api import PassContext, PassOptions, PassResult
 from onnxopt.passes.pruning.allocation import allocate
 from onnxopt.passes.pruning.candidates import Candidate
-from onnxopt.passes.pruning.coupling import Group, Refused, retrace
+from onnxopt.passes.pruning.coupling import Group, Refused, complete_infos, retrace
 from onnxopt.passes.pruning.decide import (
     GroupPlan,
     base_record,
@@ -161,7 +161,7 @@ def infos_of(model: Model):
     infos = infer_tensor_infos(model)
     if not infos:
         raise Refused("shape inference found nothing")
-    return infos
+    return complete_infos(model.graph, infos)
 
 
 @dataclass
@@ -386,12 +386,7 @@ class StructuredPruning:
 
         def build(items: list[str]) -> Model:
             candidate = snapshot.copy()
-            regrouped = {index: c.group for index, c in enumerate(self.find_groups(candidate)) if c.group is not None}
-            names = NameSource(candidate.graph)
-            for key, plan in plans.items():
-                if key in items:
-                    group = regrouped[plan.index]
-                    apply_removal(candidate.graph, group, plan.removed, refits_by_node(group, plan.refits), names)
+            self.apply_plans(candidate, [plan for key, plan in plans.items() if key in items])
             return candidate
 
         error_of = error_function(options.error_metric, options.metric)
@@ -412,6 +407,18 @@ class StructuredPruning:
         if fallback.error > options.max_error:
             self.notes.append(f"even the least harmful pruning exceeds the budget ({fallback.error:.3g})")
         return {int(key) for key in fallback.kept}, records
+
+    def apply_plans(self, model: Model, plans: list[GroupPlan]) -> None:
+        """Apply decided plans to ``model`` (a copy of the model they were decided on), in order.
+
+        Each group is traced again before it is applied: an earlier refit may have added a
+        bias or an Add that the group must now cover too.
+        """
+        found = {index: c.group for index, c in enumerate(self.find_groups(model)) if c.group is not None}
+        names = NameSource(model.graph)
+        for position, plan in enumerate(plans):
+            group = found[plan.index] if position == 0 else retrace(model.graph, infos_of(model), found[plan.index])
+            apply_removal(model.graph, group, plan.removed, refits_by_node(group, plan.refits), names)
 
     def budget_feeds(self, model: Model, ctx: PassContext) -> list[dict[str, np.ndarray]]:
         """The batches output errors are judged on (DATA, else random inputs)."""
