@@ -1,8 +1,9 @@
 """``onnxopt check --target tensorrt MODEL``: lint a Q/DQ model against a target's rules.
 
 Prints one line per violation and exits 1 if there is any, 0 if none, 2 when the model
-cannot be read. For TensorRT it also reports which weights satisfy 2:4 structured sparsity
-along their reduction axis (what its sparse tactics need) — information, never a violation.
+cannot be read. For TensorRT it also reports, when any weight does, which weights satisfy
+2:4 structured sparsity along their reduction axis (what its sparse tactics need) —
+information, never a violation.
 A standalone click command; the main ``onnxopt`` group attaches it.
 """
 
@@ -33,8 +34,8 @@ def check(target: str, model: Path) -> None:
         raise click.exceptions.Exit(EXIT_BAD_INPUT) from None
     for violation in violations:
         click.echo(str(violation))
-    if sparsity:
-        satisfying = [entry for entry in sparsity if entry.satisfies]
+    satisfying = [entry for entry in sparsity if entry.satisfies]
+    if satisfying:  # dense models keep the plain list of violations
         click.echo(f"2:4 structured sparsity (TensorRT sparse tactics): {len(satisfying)} of {len(sparsity)} "
                    "weights satisfy 2:4 along the reduction axis")
         for entry in satisfying:
