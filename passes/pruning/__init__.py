@@ -13,8 +13,10 @@ pruned layer is refitted against, in closed form, on calibration data.
   and the least-squares refit), ``rewrite.py`` (applying a removal everywhere at once;
   ``sliced_values.py`` keeps cut weights of external-data models lazy) and
   ``structured.py`` (the loop over groups, the error budget, the decisions, latency).
-* ``prune-zero-units`` (``prune_zero_units.py``): the exact special case — units whose
-  consumer weights are exactly zero go, bit-identically.
+* ``only_zero=true`` (either pass) is the exact special case: units whose consumer weights
+  are exactly zero go and nothing is refitted. The outputs are bit-identical under
+  onnxruntime while the reduction is at most 256 deep (its GEMM accumulates 256-row
+  blocks; past that, dropping zero rows regroups the partial sums: float rounding, ~1e-7).
 * ``prune-layers`` (``prune_layers.py``, ``blocks.py``): whole residual blocks / transformer
   layers whose output is closest to their input (block influence, ShortGPT) are bypassed.
 * ``sparsify`` (``sparsify.py``, ``sparsity.py``): unstructured or N:M (2:4) zeros along

@@ -111,7 +111,8 @@ def finish(group: Group, index: int, removed: np.ndarray, importance: str, probl
     if removed.size <= MAX_LISTED_UNITS:
         decision[f"removed_{unit_name}"] = [int(unit) for unit in removed]
     if exact:
-        decision["reason"] = "removed units contribute exactly zero: no refit, bit-identical"
+        decision["reason"] = ("removed units contribute exactly zero: no refit, bit-identical up to onnxruntime's "
+                              "regrouping of sums past 256-deep reductions")
     mode = "none" if exact else recovery_mode
     recoveries = [choose_recovery(problem, removed, mode) for problem in problems]
     refits = {position: Refit(recovery.theta[:-1], recovery.theta[-1])

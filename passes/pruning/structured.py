@@ -61,7 +61,7 @@ logger = logging.getLogger(__name__)
 IMPORTANCES = ("auto", "error", "activation", "magnitude")
 RECOVERIES = ("auto", "scale", "full", "none")
 SCOPES = ("layer", "global")
-REFIT_SCOPES = ("consumers", "all")
+REFIT_SCOPES = ("consumers", "residual", "all")
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,9 @@ class StructuredOptions(PassOptions):
     against the teacher (false: plain removal, to compare). ``recovery``: auto (plain, per-
     unit scale or least squares anchored at the current weights, whichever has the lowest
     two-fold cross-validated error) | scale | full | none. ``refit_scope``: consumers (only
-    the layers that read pruned units) | all (also every later linear layer, distilled from
-    the teacher). ``residual_targets``: a layer added to a residual stream also makes up
+    the layers that read pruned units) | residual (also every later layer that writes into a
+    residual stream: the ones that can correct its drift) | all (every later linear layer),
+    distilled from the teacher. ``residual_targets``: a layer added to a residual stream also makes up
     for the stream's drift. ``only_zero``: remove only units whose consumer weights are
     exactly zero (exact). ``max_error``: output error budget (``error_metric``/``metric``
     as in qdq) on ``budget_batches`` batches; the costliest groups are given back.
@@ -205,8 +206,7 @@ class StructuredPruning:
         budget_records: dict[int, dict[str, Any]] = {}
         if options.max_error > 0 and not options.only_zero:
             chosen, budget_records = self._within_budget(snapshot, groups, counts, ctx)
-        sweep = self.sweep(model, [(i, g) for i, g in groups if i in chosen], counts,
-                           distill=options.refit_scope == "all")
+        sweep = self.sweep(model, [(i, g) for i, g in groups if i in chosen], counts, distill=options.refit_scope)
         decisions = skipped + sweep.decisions + list(budget_records.values())
         self.stats["decisions"] = decisions
         self.stats["removed_units"] = int(sum(plan.removed.size for plan in sweep.plans))
@@ -326,8 +326,8 @@ class StructuredPruning:
         return plan
 
     def sweep(self, model: Model, groups: list[tuple[int, Group]], counts: dict[int, int],
-              distill: bool) -> Sweep:
-        """Prune ``groups`` (``counts`` units each) in graph order, distilling later layers if asked."""
+              distill: str) -> Sweep:
+        """Prune ``groups`` (``counts`` units each) in graph order, distilling later layers per ``distill``."""
         first_consumer: dict[int, tuple[int, Group]] = {}
         claimed: set[int] = set()
         order = {id(node): position for position, node in enumerate(model.graph.nodes)}
@@ -339,7 +339,8 @@ class StructuredPruning:
         plans: list[GroupPlan] = []
         decisions: list[dict[str, Any]] = []
         started = False
-        distill = distill and self.teacher is not None and self.options.reconstruct
+        if self.teacher is None or not self.options.reconstruct:
+            distill = "consumers"
         for node in linear_layers(model.graph):
             if id(node) in first_consumer:
                 index, group = first_consumer[id(node)]
@@ -355,7 +356,8 @@ class StructuredPruning:
                     plans.append(plan)
                     started = True
                 decisions.append(plan.decision)
-            elif id(node) not in claimed and distill and started:
+            elif id(node) not in claimed and started and (
+                    distill == "all" or (distill == "residual" and residual_of(node) is not None)):
                 decisions.append(self._distill(model, node, names))
         return Sweep(plans, decisions)
 
@@ -379,7 +381,7 @@ class StructuredPruning:
         work = snapshot.copy()
         found = {index: c.group for index, c in enumerate(self.find_groups(work)) if c.group is not None}
         sweep = self.sweep(work, [(index, found[index]) for index, _ in groups if index in found], counts,
-                           distill=False)
+                           distill="consumers")
         plans = {str(plan.index): plan for plan in sweep.plans}
         feeds = self.budget_feeds(snapshot, ctx)
         references = run_outputs(snapshot, feeds)

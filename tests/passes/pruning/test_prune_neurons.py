@@ -155,7 +155,7 @@ def test_later_layers_are_distilled_from_the_teacher_after_a_pruned_one():
 
 def test_the_digits_cnn_keeps_its_accuracy_with_half_of_its_channels():
     model = load(model_path())
-    feeds = make_feeds(to_proto(model), CALIBRATION_PATH, 16)
+    feeds = make_feeds(to_proto(model), CALIBRATION_PATH, 32)
     pruned = model.copy()
     result = PruneNeurons(PruneNeurons.make_options({"ratio": 0.5, "measure_latency": False})).run(
         pruned, PassContext(data=feeds, original=model))
@@ -174,7 +174,8 @@ def test_tiny_transformers_prune_with_consistent_shapes(name):
     model = load(cached_model(name, "tiny"))
     feeds = sample_feeds(name, "tiny", batch_size=2, count=4)
     pruned = model.copy()
-    result = PruneNeurons(PruneNeurons.make_options({"ratio": 0.5, "round_to": 8, "measure_latency": False})).run(
+    result = PruneNeurons(PruneNeurons.make_options({"ratio": 0.5, "round_to": 8, "measure_latency": False,
+                                                     "refit_scope": "residual"})).run(
         pruned, PassContext(data=feeds, original=model))
     assert len(decisions(result, "pruned")) == 2
     check_full(pruned)
@@ -198,3 +199,16 @@ def test_weights_of_an_external_data_model_are_cut_lazily(tmp_path):
     save(pruned, target, external_data=True)
     feed = token_feeds(model, 1)[0]
     np.testing.assert_array_equal(outputs(target, feed)["y"], outputs(pruned, feed)["y"])
+
+
+def test_global_scope_spreads_the_ratio_over_groups_by_measured_cost():
+    model = two_mlps(seed=1)
+    calibration = token_feeds(model, 8, seed=2)
+    _, result = run(PruneNeurons, model, calibration, ratio=0.5, scope="global", refit_scope="consumers")
+    allocation = result.stats["allocation"]
+    assert sum(entry["removed"] for entry in allocation.values()) == 20  # half of 16 + 8 + 16 units
+    for entry in allocation.values():
+        errors = [error for _, error in entry["cost_curve"]]
+        assert errors == sorted(errors) and entry["removed"] <= 0.9 * entry["units"]
+    removed = {entry["node"]: entry["removed_units"] for entry in decisions(result, "pruned")}
+    assert sorted(removed.values()) == sorted(entry["removed"] for entry in allocation.values() if entry["removed"])
