@@ -304,8 +304,9 @@ class StructuredPruning:
             return self.plan_with(index, group, count, None)
         return self.plan_with(index, group, count, self.group_problems(model, group))
 
-    def plan_with(self, index: int, group: Group, count: int, problems: list | None) -> GroupPlan:
-        """Decide one group from given problems (None: weight norms, no recovery)."""
+    def plan_with(self, index: int, group: Group, count: int, problems: list | None,
+                  recovery: str | None = None) -> GroupPlan:
+        """Decide one group from given problems (None: weight norms, no recovery); ``recovery`` overrides."""
         zeros = zero_units(group)
         if self.options.only_zero:
             removed = zeros[: group.units - 1]
@@ -319,7 +320,8 @@ class StructuredPruning:
         importance = self.importance if problems is not None or self.importance == "magnitude" else "magnitude"
         removed = removal_order(group, problems, importance, count)
         exact = bool(np.isin(removed, zeros).all())
-        recovery = self.options.recovery if self.options.reconstruct else "none"
+        if recovery is None:
+            recovery = self.options.recovery if self.options.reconstruct else "none"
         plan = finish(group, index, removed, importance, problems or [], recovery, self.unit_name, exact)
         if problems is None and self.teacher is not None:
             plan.decision["note"] = "no usable statistics for this layer: weight norms, no recovery"

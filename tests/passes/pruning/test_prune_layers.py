@@ -112,3 +112,23 @@ def test_plain_convolutions_without_residual_are_not_bypassed():
     reasons = {entry["reason"] for entry in decisions(result, "skipped")}
     assert any("not a residual block" in reason for reason in reasons)
     assert any("changes the shape" in reason for reason in reasons)
+
+
+def test_a_block_that_ends_at_a_graph_output_keeps_the_output_name():
+    text = RESIDUAL_STACK.replace("    s3 = Add(s2, f3)\n    y = MatMul(s3, w4)\n", "    y = Add(s2, f3)\n")
+    rng = np.random.default_rng(4)
+    weights = {"w0": rng.standard_normal((8, 8))}
+    for index in (1, 2, 3):
+        weights[f"a{index}"] = rng.standard_normal((8, 16))
+        weights[f"b{index}"] = rng.standard_normal((16, 8)) * (0.01 if index == 3 else 1.0)
+    model = model_from_text(text.format(weights=initializers(**{k: v.astype(np.float32) for k, v in weights.items()})))
+    pruned, result = run(PruneLayers, model, feeds(3), count=1, unit="block")
+    assert [entry["end"] for entry in decisions(result, "removed")] == ["y"]
+    check_full(pruned)
+    assert [tensor.name for tensor in pruned.graph.outputs] == ["y"]
+    probe = model.copy()
+    s2 = next(tensor for tensor in probe.graph.tensors().values() if tensor.name == "s2")
+    s2.dtype = np.float32
+    probe.graph.outputs = [s2]
+    feed = feeds(1, seed=3)[0]
+    np.testing.assert_array_equal(outputs(pruned, feed)["y"], outputs(probe, feed)["s2"])
