@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DAMP_RATIO = 0.01
 # Ridge strengths (fractions of mean diag XᵀX) tried for the full refit.
-FULL_RIDGES = (0.03, 0.3, 3.0)
+FULL_RIDGES = (0.03, 0.3, 3.0, 10.0)
 # The scale refit's tiny damping only keeps the system solvable (dead units, duplicate units).
 SCALE_DAMP_RATIO = 1e-6
 # OBS removes units in at most this many chunks (re-scoring after each): near-greedy quality, bounded cost.

@@ -96,7 +96,7 @@ class StructuredOptions(PassOptions):
     importance: str = "auto"
     reconstruct: bool = True
     recovery: str = "auto"
-    refit_scope: str = "all"
+    refit_scope: str = "residual"
     residual_targets: bool = True
     only_zero: bool = False
     max_error: float = 0.0
