@@ -158,11 +158,8 @@ def _names(group: Group) -> list[str]:
 
 
 def infos_of(model: Model):
-    """Shapes for tracing (one shape inference per call)."""
-    infos = infer_tensor_infos(model)
-    if not infos:
-        raise Refused("shape inference found nothing")
-    return complete_infos(model.graph, infos)
+    """Shapes for tracing (one shape inference per call; where it fails, tracing refuses with the reason)."""
+    return complete_infos(model.graph, infer_tensor_infos(model))
 
 
 @dataclass
@@ -198,7 +195,7 @@ class StructuredPruning:
         if not groups:
             self.stats["decisions"] = skipped
             return PassResult(False, self.stats, [*self.notes, f"no prunable {self.unit_name} found"])
-        self._prepare(snapshot, ctx, groups)
+        self._prepare(snapshot, ctx)
         counts = {index: self.removal_count(group, self._ratio_for(group)) for index, group in groups}
         if options.scope == "global" and not options.only_zero:
             counts = allocate(self, snapshot, groups, self.budget_feeds(snapshot, ctx))
@@ -232,7 +229,7 @@ class StructuredPruning:
                 groups.append((index, candidate.group))
         return skipped, groups
 
-    def _prepare(self, snapshot: Model, ctx: PassContext, groups: list[tuple[int, Group]]) -> None:
+    def _prepare(self, snapshot: Model, ctx: PassContext) -> None:
         options = self.options
         self.data = ctx.data
         if self.data is None and not options.only_zero:
@@ -259,7 +256,7 @@ class StructuredPruning:
     def _ratio_for(self, group: Group) -> float:
         for entry in self.options.layer_ratios:
             pattern, _, value = entry.rpartition("=")
-            if any(re.fullmatch(pattern, name) or re.search(pattern, name) for name in _names(group)):
+            if any(re.search(pattern, name) for name in _names(group)):
                 return float(value)
         return self.options.ratio
 
