@@ -26,6 +26,7 @@ import logging
 import platform
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -65,6 +66,8 @@ class Plan:
     variants: tuple[Variant, ...]
     latency_batch: int
     calib_batch: int = 8
+    # Makes the calibration DATA in the given folder instead of the model's shared one (bench.compare).
+    calibration: Callable[[Path], Path] | None = None
 
 
 def _neurons(ratio: float, extra: str = "") -> str:
@@ -73,6 +76,13 @@ def _neurons(ratio: float, extra: str = "") -> str:
 
 def _heads(count: int, extra: str = "") -> str:
     return f"prune-heads:count={count}:{NO_LATENCY}" + (f":{extra}" if extra else "")
+
+
+def _minilm_calibration(folder: Path) -> Path:
+    """The 64 shipped calibration sentences and the 627 extra ones (about 8,700 tokens; none held out)."""
+    from models.minilm_calibration import extended_calibration
+
+    return extended_calibration(folder / "calib.npz")
 
 
 PLANS: dict[str, Plan] = {
@@ -85,7 +95,7 @@ PLANS: dict[str, Plan] = {
         Variant("50% FFN + 4/12 heads, no recovery",
                 f"{_heads(4, 'reconstruct=false')},{_neurons(0.5, 'reconstruct=false')}"),
         Variant("1 of 6 layers dropped", f"prune-layers:count=1:{NO_LATENCY}"),
-    ), latency_batch=8),
+    ), latency_batch=8, calib_batch=16, calibration=_minilm_calibration),
     "bert": Plan("bert", "base", (
         Variant("50% FFN + 4/12 heads, recovery",
                 f"{_heads(4, 'refit_scope=consumers')},{_neurons(0.5, 'refit_scope=consumers')}"),
@@ -212,6 +222,8 @@ def measure_model(plan: Plan, workdir: Path, rounds: int) -> list[Row]:
     folder.mkdir(parents=True, exist_ok=True)
     source = spec.source(plan.size)
     eval_data, calib = spec.data(plan.size, folder)
+    if plan.calibration is not None:
+        calib = plan.calibration(folder)
     eval_feeds = list(make_feeds(read_proto(source), eval_data, spec.eval_batch))
     original = create_session(source)
     rows = [Row(plan.model, "original (unpruned)", file_bytes=source.stat().st_size, parameters=_parameters(source),
@@ -299,16 +311,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/onnxopt-bench-pruning"))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows of other models already in OUT/pruning.json (their own header line)")
     arguments = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     rows: list[Row] = []
+    arguments.kept = _kept_rows(arguments) if arguments.merge else []
     for name in arguments.models.split(","):
         rows += measure_model(PLANS[name], arguments.workdir, arguments.rounds)
         _write(rows, arguments, argv)
     return 0
 
 
+def _kept_rows(arguments) -> list[Row]:
+    """Rows of models this run does not measure, from an earlier run, each noting that run's command and date."""
+    path = arguments.out / "pruning.json"
+    if not path.exists():
+        return []
+    earlier = json.loads(path.read_text())
+    measured = set(arguments.models.split(","))
+    kept = []
+    for entry in earlier["rows"]:
+        if entry["model"] in measured:
+            continue
+        row = Row(**entry)
+        if row.variant.startswith("original") and "measured " not in row.note:
+            header = earlier["header"]
+            row.note = (row.note + "; " if row.note else "") + f"measured {header['date']}: `{header['command']}`"
+        kept.append(row)
+    return kept
+
+
 def _write(rows: list[Row], arguments, argv) -> None:
+    rows = arguments.kept + rows
     header = {"command": "python -m bench.pruning " + " ".join(argv if argv is not None else sys.argv[1:]),
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, {platform.platform()}",
