@@ -25,6 +25,7 @@ from onnxopt.passes.pruning.recovery import (
     activation_scores,
     choose_recovery,
     magnitude_scores,
+    obs_full_removal,
     obs_removal,
 )
 from onnxopt.passes.pruning.rewrite import Refit, consumer_weight_kn
@@ -87,6 +88,9 @@ def removal_order(group: Group, problems: list[Problem] | None, importance: str,
     """The first ``count`` units to remove under ``importance`` (magnitude when there are no statistics)."""
     if importance == "error" and problems:
         removed, _ = obs_removal(problems, group.units, count)
+        return removed
+    if importance == "obs" and problems:
+        removed, _ = obs_full_removal(problems, group.units, count)
         return removed
     if importance == "activation" and problems:
         return np.argsort(activation_scores(problems), kind="stable")[:count]

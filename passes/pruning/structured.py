@@ -58,7 +58,7 @@ from onnxopt.shape_info import infer_tensor_infos
 
 logger = logging.getLogger(__name__)
 
-IMPORTANCES = ("auto", "error", "activation", "magnitude")
+IMPORTANCES = ("auto", "error", "obs", "activation", "magnitude")
 RECOVERIES = ("auto", "scale", "full", "none")
 SCOPES = ("layer", "global")
 REFIT_SCOPES = ("consumers", "residual", "all")
@@ -73,7 +73,9 @@ class StructuredOptions(PassOptions):
     ``regex=ratio`` overrides matched against a group's node names. ``round_to``: kept
     units rounded up to a multiple (kernels like 8/16). ``importance``: auto (error with
     DATA, else magnitude) | error (output error once the other units are rescaled: optimal
-    brain surgeon) | activation (Wanda ``‖x‖·‖W‖``) | magnitude. ``reconstruct``: refit
+    brain surgeon on per-unit scales) | obs (optimal brain surgeon on the full least-squares
+    refit: the units that refit can best do without) | activation (Wanda ``‖x‖·‖W‖``) |
+    magnitude. ``reconstruct``: refit
     against the teacher (false: plain removal, to compare). ``recovery``: auto (plain, per-
     unit scale or least squares anchored at the current weights, whichever has the lowest
     two-fold cross-validated error) | scale | full | none. ``refit_scope``: consumers (only
@@ -240,7 +242,7 @@ class StructuredPruning:
         importance = options.importance
         if importance == "auto":
             importance = "error" if self.data is not None else "magnitude"
-        if importance in ("error", "activation") and self.data is None and not options.only_zero:
+        if importance in ("error", "obs", "activation") and self.data is None and not options.only_zero:
             raise BadInputError(f"{self.pass_name}: importance={importance} needs calibration data (--calib DATA)")
         self.importance = importance
         self.stats["importance"] = "zero" if options.only_zero else importance

@@ -82,3 +82,14 @@ def test_multi_head_attention_num_heads_follows():
     feed = {"x": RNG.standard_normal((2, 5, 8)).astype(np.float32)}
     assert outputs(pruned, feed)["y"].shape == (2, 5, 8)
     assert decisions(result, "pruned")[0]["kept_units"] == 3
+
+
+def test_obs_importance_scores_heads_as_blocks_and_finds_the_zero_ones():
+    model = attention_model(zero_heads=(1, 2))
+    rng = np.random.default_rng(3)
+    calibration = [{"x": rng.standard_normal((4, 5, 8)).astype(np.float32)} for _ in range(16)]
+    pruned, result = run(PruneHeads, model, calibration, count=2, importance="obs")
+    (record,) = decisions(result, "pruned")
+    assert result.stats["importance"] == "obs" and record["removed_heads"] == [1, 2]
+    feed = {"x": rng.standard_normal((2, 5, 8)).astype(np.float32)}
+    assert_bit_exact(outputs(model, feed), outputs(pruned, feed))

@@ -19,6 +19,7 @@ from tests.passes.pruning.graphs import (
     check_full,
     decisions,
     initializers,
+    mlp,
     random_mlp,
     relative_error,
     run,
@@ -212,3 +213,28 @@ def test_global_scope_spreads_the_ratio_over_groups_by_measured_cost():
         assert errors == sorted(errors) and entry["removed"] <= 0.9 * entry["units"]
     removed = {entry["node"]: entry["removed_units"] for entry in decisions(result, "pruned")}
     assert sorted(removed.values()) == sorted(entry["removed"] for entry in allocation.values() if entry["removed"])
+
+
+def test_obs_importance_removes_units_the_full_refit_can_do_without():
+    # Units 4 and 9 duplicate units 1 and 2 (same input weights) and carry the largest output weights: weight
+    # norms keep them, but with one of each pair gone the least-squares refit hands its output weights to the
+    # twin, so the outputs stay (all but) exact. importance=obs sees that cost ahead; per-unit scales cannot.
+    rng = np.random.default_rng(5)
+    w1 = (rng.standard_normal((8, 16)) * 0.5).astype(np.float32)
+    b1 = (rng.standard_normal(16) * 0.1).astype(np.float32)
+    w2 = (rng.standard_normal((16, 8)) * 0.3).astype(np.float32)
+    w1[:, 4], w1[:, 9], b1[4], b1[9] = w1[:, 1], w1[:, 2], b1[1], b1[2]
+    w2[[1, 2, 4, 9]] *= 4.0
+    model = mlp(w1, b1, w2, (rng.standard_normal(8) * 0.1).astype(np.float32))
+    calibration = token_feeds(model, 24, seed=1, batch=4)
+    unseen = token_feeds(model, 8, seed=99, batch=4)
+    pruned, result = run(PruneNeurons, model, calibration, ratio=2 / 16, importance="obs")
+    (record,) = decisions(result, "pruned")
+    assert result.stats["importance"] == "obs"
+    assert sorted(record["removed_neurons"]) in ([1, 2], [1, 9], [2, 4], [4, 9])
+    assert record["recovery"].startswith("full")
+    assert relative_error(model, pruned, unseen) < 0.01
+    for importance in ("error", "magnitude"):
+        other, _ = run(PruneNeurons, model, calibration, ratio=2 / 16, importance=importance)
+        assert relative_error(model, other, unseen) > 10 * relative_error(model, pruned, unseen), importance
+    check_full(pruned)
