@@ -20,6 +20,7 @@ Writes ``bench/results/pruning.md`` and ``pruning.json``.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import logging
@@ -46,6 +47,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = PROJECT_ROOT / "bench" / "results"
 OPTIMIZE_TIMEOUT_S = 3 * 3600
 NO_LATENCY = "measure_latency=false"
+# Units chosen by optimal brain surgeon on the full least-squares refit (on MiniLM's FFNs its held-out layer
+# error after the refit is 1-10 % lower than with the per-unit-scale OBS of importance=error).
+OBS = "importance=obs"
 
 
 @dataclass(frozen=True)
@@ -87,13 +91,13 @@ def _minilm_calibration(folder: Path) -> Path:
 
 PLANS: dict[str, Plan] = {
     "minilm": Plan("minilm", "base", (
-        Variant("30% FFN neurons, recovery", _neurons(0.3)),
-        Variant("30% FFN neurons, no recovery", _neurons(0.3, "reconstruct=false")),
+        Variant("30% FFN neurons, recovery", _neurons(0.3, OBS)),
+        Variant("30% FFN neurons, no recovery", _neurons(0.3, f"{OBS}:reconstruct=false")),
         Variant("30% FFN neurons (global allocation), recovery",
-                _neurons(0.3, "scope=global:error_metric=cosine:refit_scope=consumers")),
-        Variant("50% FFN + 4/12 heads, recovery", f"{_heads(4)},{_neurons(0.5)}"),
+                _neurons(0.3, f"{OBS}:scope=global:error_metric=cosine")),
+        Variant("50% FFN + 4/12 heads, recovery", f"{_heads(4, OBS)},{_neurons(0.5, OBS)}"),
         Variant("50% FFN + 4/12 heads, no recovery",
-                f"{_heads(4, 'reconstruct=false')},{_neurons(0.5, 'reconstruct=false')}"),
+                f"{_heads(4, f'{OBS}:reconstruct=false')},{_neurons(0.5, f'{OBS}:reconstruct=false')}"),
         Variant("1 of 6 layers dropped", f"prune-layers:count=1:{NO_LATENCY}"),
     ), latency_batch=8, calib_batch=16, calibration=_minilm_calibration),
     "bert": Plan("bert", "base", (
@@ -216,7 +220,8 @@ def _latency_feed(spec: ModelSpec, plan: Plan, source: Path, eval_data: Path) ->
     return next(iter(make_feeds(proto, eval_data, plan.latency_batch)))
 
 
-def measure_model(plan: Plan, workdir: Path, rounds: int) -> list[Row]:
+def measure_model(plan: Plan, workdir: Path, rounds: int, jobs: int = 1) -> list[Row]:
+    """The original and each variant of ``plan``; ``jobs`` variants are made at once (their times then overlap)."""
     spec = SPECS[plan.model]
     folder = workdir / plan.model
     folder.mkdir(parents=True, exist_ok=True)
@@ -231,9 +236,14 @@ def measure_model(plan: Plan, workdir: Path, rounds: int) -> list[Row]:
     reference = _judge(spec, original, original, eval_feeds)
     rows[0].fidelity, rows[0].metrics = reference.headline, reference.metrics
     made: list[tuple[Row, Path]] = []
-    for index, variant in enumerate(plan.variants):
-        logger.info("%s: %s", plan.model, variant.label)
-        row, target = make_variant(source, folder / f"variant{index}.onnx", variant, calib, plan.calib_batch)
+
+    def make(index: int) -> tuple[Row, Path]:
+        logger.info("%s: %s", plan.model, plan.variants[index].label)
+        return make_variant(source, folder / f"variant{index}.onnx", plan.variants[index], calib, plan.calib_batch)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        outcomes = list(pool.map(make, range(len(plan.variants))))
+    for variant, (row, target) in zip(plan.variants, outcomes, strict=True):
         row.model = plan.model
         if row.status == "ok":
             judged = _judge(spec, create_session(target), original, eval_feeds)
@@ -279,7 +289,8 @@ def markdown(rows: list[Row], header: dict) -> str:
              f"Machine: {header['machine']}; CPU flags: {header['cpu_flags']}; onnxruntime {header['onnxruntime']}.  ",
              "Latency: median of paired, interleaved rounds with the original (onnxruntime CPU, graph optimizations "
              "on, 1 thread); speed-up = original time / variant time. Optimize: the `onnxopt optimize` process "
-             "(wall time, peak RSS).", ""]
+             "(wall time, peak RSS" + (f"; {header['jobs']} made at once, so wall times include their contention"
+                                        if header.get("jobs", 1) > 1 else "") + ").", ""]
     by_model: dict[str, list[Row]] = {}
     for row in rows:
         by_model.setdefault(row.model, []).append(row)
@@ -311,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/onnxopt-bench-pruning"))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="variants made at once (optimize wall times then include the contention)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the rows of other models already in OUT/pruning.json (their own header line)")
     arguments = parser.parse_args(argv)
@@ -318,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     arguments.kept = _kept_rows(arguments) if arguments.merge else []
     for name in arguments.models.split(","):
-        rows += measure_model(PLANS[name], arguments.workdir, arguments.rounds)
+        rows += measure_model(PLANS[name], arguments.workdir, arguments.rounds, arguments.jobs)
         _write(rows, arguments, argv)
     return 0
 
@@ -347,7 +360,7 @@ def _write(rows: list[Row], arguments, argv) -> None:
     header = {"command": "python -m bench.pruning " + " ".join(argv if argv is not None else sys.argv[1:]),
               "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, {platform.platform()}",
-              "cpu_flags": cpu_flags(), "onnxruntime": ort.__version__}
+              "cpu_flags": cpu_flags(), "onnxruntime": ort.__version__, "jobs": arguments.jobs}
     arguments.out.mkdir(parents=True, exist_ok=True)
     (arguments.out / "pruning.json").write_text(json.dumps({"header": header, "rows": [asdict(r) for r in rows]},
                                                            indent=2) + "\n")
