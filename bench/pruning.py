@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import datetime
 import json
 import logging
@@ -128,6 +129,7 @@ class Row:
 
     model: str
     variant: str
+    size: str = ""
     passes: str = ""
     status: str = "ok"
     note: str = ""
@@ -231,8 +233,8 @@ def measure_model(plan: Plan, workdir: Path, rounds: int, jobs: int = 1) -> list
         calib = plan.calibration(folder)
     eval_feeds = list(make_feeds(read_proto(source), eval_data, spec.eval_batch))
     original = create_session(source)
-    rows = [Row(plan.model, "original (unpruned)", file_bytes=source.stat().st_size, parameters=_parameters(source),
-                speedup=1.0)]
+    rows = [Row(plan.model, "original (unpruned)", size=plan.size, file_bytes=source.stat().st_size,
+                parameters=_parameters(source), speedup=1.0)]
     reference = _judge(spec, original, original, eval_feeds)
     rows[0].fidelity, rows[0].metrics = reference.headline, reference.metrics
     made: list[tuple[Row, Path]] = []
@@ -295,7 +297,7 @@ def markdown(rows: list[Row], header: dict) -> str:
     for row in rows:
         by_model.setdefault(row.model, []).append(row)
     for model, group in by_model.items():
-        lines += [f"## {model}", "", f"{group[0].note}", "",
+        lines += [f"## {model}" + (f" ({group[0].size})" if group[0].size else ""), "", f"{group[0].note}", "",
                   "| variant | params | file | latency | speed-up | fidelity | layer error before → after recovery "
                   "| optimize | peak RSS | note |", "|---|---:|---:|---:|---:|---|---|---:|---:|---|"]
         for row in group:
@@ -322,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/onnxopt-bench-pruning"))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--size", action="append", default=[], metavar="MODEL=SIZE",
+                        help="another size of a model than its plan's (e.g. resnet50=small: same topology, narrower)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="variants made at once (optimize wall times then include the contention)")
     parser.add_argument("--merge", action="store_true",
@@ -330,8 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     rows: list[Row] = []
     arguments.kept = _kept_rows(arguments) if arguments.merge else []
+    sizes = dict(entry.split("=", 1) for entry in arguments.size)
     for name in arguments.models.split(","):
-        rows += measure_model(PLANS[name], arguments.workdir, arguments.rounds, arguments.jobs)
+        plan = dataclasses.replace(PLANS[name], size=sizes.get(name, PLANS[name].size))
+        rows += measure_model(plan, arguments.workdir, arguments.rounds, arguments.jobs)
         _write(rows, arguments, argv)
     return 0
 
