@@ -75,8 +75,8 @@ class StructuredOptions(PassOptions):
     DATA, else magnitude) | error (output error once the other units are rescaled: optimal
     brain surgeon on per-unit scales) | obs (optimal brain surgeon on the full least-squares
     refit: the units that refit can best do without) | activation (Wanda ``‖x‖·‖W‖``) |
-    magnitude. ``reconstruct``: refit
-    against the teacher (false: plain removal, to compare). ``recovery``: auto (plain, per-
+    magnitude. ``reconstruct``: refit against the teacher (false: plain removal, to
+    compare). ``recovery``: auto (plain, per-
     unit scale or least squares anchored at the current weights, whichever has the lowest
     two-fold cross-validated error) | scale | full | none. ``refit_scope``: consumers (only
     the layers that read pruned units) | residual (also every later layer that writes into a
