@@ -45,7 +45,7 @@ from onnxopt.benchmark import machine_info
 from onnxopt.cpu_features import host_cpu
 from onnxopt.data import make_feeds
 from onnxopt.model_io import load, read_proto
-from onnxopt.passes.quantization.op_speed import relative_times
+from onnxopt.paired_timing import relative_times
 
 logger = logging.getLogger("bench.int8_cpu_kinds")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -44,8 +44,8 @@ from onnxopt.cpu_features import host_cpu
 from onnxopt.data import make_feeds
 from onnxopt.int8_kernels import find_int8_kernels, saturation_risks
 from onnxopt.model_io import Model, load, read_constant, read_proto, save
+from onnxopt.paired_timing import relative_times
 from onnxopt.pass_api import PassContext
-from onnxopt.passes.quantization.op_speed import relative_times
 from onnxopt.passes.quantization.qdq import QdqPass
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -19,32 +19,18 @@ from collections.abc import Callable
 
 import numpy as np
 
+from onnxopt.hessian_inverse import inverse_cholesky_upper
+
 # Rows updated together before the rest of the matrix sees their errors (cache-friendly
 # "lazy batch" updates; the result is the same as updating after every row).
 LAZY_BATCH_ROWS = 128
 DEFAULT_DAMP_RATIO = 0.01
-MAX_DAMP_TRIES = 6
 
 # quantize_row(position, block, offset) -> the row's quantized values. ``block[offset]`` is the
 # row at ``position`` of the processing order, as updated by the errors of earlier rows;
 # ``block[offset + 1:]`` are the rows after it in the same lazy block (updated so far), which a
 # quantizer fitting groups of rows on the fly may read.
 RowQuantizer = Callable[[int, np.ndarray, int], np.ndarray]
-
-
-def inverse_cholesky_upper(hessian: np.ndarray, damp_ratio: float) -> np.ndarray:
-    """Upper Cholesky factor of ``(H + λI)⁻¹``; λ grows until the factorisation succeeds."""
-    mean_diagonal = float(np.mean(np.diag(hessian))) or 1.0
-    damp = damp_ratio
-    for _ in range(MAX_DAMP_TRIES):
-        damped = hessian + damp * mean_diagonal * np.eye(hessian.shape[0])
-        try:
-            inverse = np.linalg.inv(np.linalg.cholesky(damped))
-            # (L Lᵀ)⁻¹ = L⁻ᵀ L⁻¹; its upper Cholesky factor U satisfies UᵀU = H⁻¹.
-            return np.linalg.cholesky(inverse.T @ inverse).T
-        except np.linalg.LinAlgError:
-            damp *= 10.0
-    raise np.linalg.LinAlgError("Hessian is not positive definite even after damping")
 
 
 def prepared_hessian(hessian: np.ndarray) -> np.ndarray:

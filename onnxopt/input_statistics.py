@@ -11,7 +11,7 @@ the model once per group of inputs whose sums fit a memory budget. Where only th
 diagonal is needed (how much energy each input channel carries: the importance of the
 weights that multiply it, for weighted clustering and Conv inputs), ``ChannelEnergy``
 keeps ``Σ x²`` per channel — ``K`` numbers — and ``collect_channel_energy`` streams them
-for any channel axis. ``mask_input_for`` finds the attention-mask input whose zeros mark
+for any channel axis. ``padding_mask_input`` finds the attention-mask input whose zeros mark
 padded positions, which every transformer statistic should leave out.
 """
 
@@ -108,18 +108,6 @@ def collect_channel_energy(model: Model, requests: Mapping[tuple[str, int], int]
     return sums
 
 
-def mask_input_for(model: Model, choice: str) -> str | None:
-    """The input whose zeros mark padding: the named one, or (``auto``) a 2-D integer ``*attention_mask*`` input."""
-    if choice != "auto":
-        return choice or None
-    for tensor in model.graph.inputs:
-        shape = tensor.shape or []
-        integer = tensor.dtype is not None and np.issubdtype(np.dtype(tensor.dtype), np.integer)
-        if "attention_mask" in tensor.name.lower() and len(shape) == 2 and integer:
-            return tensor.name
-    return None
-
-
 def collect_hessians(model: Model, requests: Mapping[tuple[str, bool], int], feeds: Iterable[dict[str, np.ndarray]],
                      memory_budget_bytes: int, max_batches: int = 0,
                      mask_input: str | None = None) -> dict[tuple[str, bool], HessianAccumulator]:
@@ -168,3 +156,20 @@ def _with_feeds(model: Model, names: list[str], feeds: Iterable[dict[str, np.nda
 
     for values in iter_activations(model, names, recording()):
         yield remembered[0], values
+
+
+def padding_mask_input(model: Model, choice: str = "auto") -> str | None:
+    """The model input whose zeros mark padded positions: ``choice`` itself, or (``"auto"``) a 2-D integer
+    input named like ``attention_mask``; None for "" or when there is none.
+
+    Statistics of padded token positions describe the padding, not the data, and would
+    dominate the sums for short sentences.
+    """
+    if choice != "auto":
+        return choice or None
+    for tensor in model.graph.inputs:
+        shape = tensor.shape or []
+        integer = tensor.dtype is not None and np.issubdtype(np.dtype(tensor.dtype), np.integer)
+        if "attention_mask" in tensor.name.lower() and len(shape) == 2 and integer:
+            return tensor.name
+    return None

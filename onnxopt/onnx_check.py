@@ -53,7 +53,18 @@ def _embedded_bytes(tensor: onnx.TensorProto) -> int:
 
 
 def _stored_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
-    return [tensor for place in iter_places(proto) for _what, tensor in iter_stored_tensors(place)]
+    """Every stored dense tensor. Sparse tensors' values and indices stay as they are: onnx's checker
+    reads them (indices in range and sorted), and sparse storage is chosen because it is small."""
+    sparse_parts: list[onnx.TensorProto] = []
+    for place in iter_places(proto):
+        body = place.body
+        sparse = list(body.sparse_initializer) if isinstance(body, onnx.GraphProto) else []
+        for node in body.node:
+            sparse.extend(attr.sparse_tensor for attr in node.attribute if attr.HasField("sparse_tensor"))
+        sparse_parts.extend(part for tensor in sparse for part in (tensor.values, tensor.indices))
+    # The parts are held in the list, so protobuf hands back the same objects and identity is stable.
+    return [tensor for place in iter_places(proto) for _what, tensor in iter_stored_tensors(place)
+            if not any(tensor is part for part in sparse_parts)]
 
 
 def _densify_sparse_initializers(light: onnx.ModelProto) -> None:

@@ -93,12 +93,19 @@ class PassResult:
 
 @dataclass
 class PassContext:
-    """Shared state handed to passes: verification/calibration data and the target."""
+    """Shared state handed to passes: verification/calibration data, the target, the original model.
+
+    ``original`` is the model as the pass manager received it, before any pass ran (a
+    structural copy; weights are shared, never mutated). Lossy passes that recover
+    accuracy from a teacher (pruning) match their outputs to it rather than to the
+    already-degraded model an earlier lossy pass left; None outside a pass manager.
+    """
 
     target: str = "ort-cpu"
     cpu: str = "any"  # ort-cpu only: "any" CPU, or "vnni" (see onnxopt.targets)
     data: Any = None  # onnxopt.data.Feeds provider, when the user gave DATA
     shapes: dict[str, list[int]] = field(default_factory=dict)
+    original: Model | None = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("onnxopt.pass"))
 
 

@@ -213,17 +213,27 @@ class PassManager:
         started = self._started = time.perf_counter()
         if self.verify:
             self._verifier = Verifier(model.copy(), self.verify_feeds or self.ctx.data)
+        given_original = self.ctx.original
+        if given_original is None:
+            self.ctx.original = model.copy()  # the teacher of passes that recover from the original
+        try:
+            model = self._run_groups(model, report)
+        finally:
+            self.ctx.original = given_original
+        report.after = count_model(model)
+        if self._verifier is not None:
+            report.verification = self._verifier.compare(model)
+        report.seconds = time.perf_counter() - started
+        return model, report
+
+    def _run_groups(self, model: Model, report: RunReport) -> Model:
         for group in _group(self.passes):
             if group[0].cleanup:
                 model = self._run_to_fixed_point(group, model, report)
             else:
                 for instance in group:
                     model = self._run_one(instance, model, report, iteration=1)
-        report.after = count_model(model)
-        if self._verifier is not None:
-            report.verification = self._verifier.compare(model)
-        report.seconds = time.perf_counter() - started
-        return model, report
+        return model
 
     def _run_to_fixed_point(self, group: list[Pass], model: Model, report: RunReport) -> Model:
         for iteration in range(1, self.max_iterations + 1):

@@ -31,6 +31,14 @@ CPU rules (``onnxopt.int8_kernels``), checked against the host CPU or one given 
   line for the whole model: everything that follows from it would be noise;
 - ``int8-saturation`` (``ort-cpu``, meaning any CPU): an integer matmul with s8 weights
   beyond ±64, which CPUs without VNNI (AVX2, AVX-512 without VNNI) compute wrongly.
+
+Structured sparsity (``structured_sparsity``, reported by ``check --target tensorrt``, never
+a violation): TensorRT's sparse tactics run a Conv/MatMul/Gemm weight faster when every 4
+consecutive weights along the reduction axis hold at most 2 non-zeros (2:4) — a Conv's
+input channels at each kernel position, MatMul's B axis 0, Gemm's B axis 1 with
+``transB`` (else 0); a trailing partial group counts as zero-padded, as TensorRT pads;
+weights with fewer than 4 input features are not listed.
+Weights behind a DequantizeLinear are read through it (their zeros stay zeros).
 """
 
 from __future__ import annotations
@@ -266,3 +274,80 @@ def check_model(model_or_path: Model | onnx.ModelProto | str | os.PathLike[str],
     runtime = target.partition(":")[0]
     violations = cpu_violations(model, target, cpu or host_cpu())
     return violations + _Checker(model, runtime).run()
+    return _Checker(_as_model(model_or_path), target).run()
+
+
+@dataclass(frozen=True)
+class WeightSparsity:
+    """How one weight stands against an N:M pattern along its reduction axis."""
+
+    node: str
+    op: str
+    weight: str
+    reduction_axis: int
+    satisfies: bool
+    group_fraction: float  # share of N:M groups that hold at most N non-zeros
+    zero_fraction: float
+
+    def __str__(self) -> str:
+        verdict = "satisfies" if self.satisfies else f"{self.group_fraction:.0%} of groups"
+        return (f"{self.node}: {self.weight} ({self.op}, reduction axis {self.reduction_axis}): {verdict}, "
+                f"{self.zero_fraction:.0%} zeros")
+
+
+def nm_group_fraction(weights_kn: np.ndarray, n: int, m: int) -> float:
+    """Share of ``m``-row groups (per column, rows zero-padded to a multiple of ``m``) with at most ``n`` non-zeros."""
+    nonzero = np.asarray(weights_kn) != 0
+    rows = nonzero.shape[0]
+    padded = -rows % m
+    if padded:
+        nonzero = np.concatenate([nonzero, np.zeros((padded, nonzero.shape[1]), dtype=bool)])
+    counts = nonzero.reshape(-1, m, nonzero.shape[1]).sum(axis=1)
+    return float(np.mean(counts <= n)) if counts.size else 1.0
+
+
+def reduction_rows(node: gs.Node, values: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """A weight as ``[K, columns]`` with K along the axis N:M groups run on, and that axis (None: not a weight)."""
+    if node.op == "MatMul" and values.ndim == 2:
+        return values, 0
+    if node.op == "Gemm" and values.ndim == 2:
+        return (values.T, 1) if int(node.attrs.get("transB", 0)) else (values, 0)
+    if node.op == "Conv" and values.ndim >= 3:
+        return np.moveaxis(values, 1, 0).reshape(values.shape[1], -1), 1
+    return None
+
+
+def _weight_values(tensor: gs.Tensor) -> tuple[str, np.ndarray] | None:
+    values = _constant_values(tensor)
+    if values is not None:
+        return tensor.name, values
+    if len(tensor.inputs) == 1 and tensor.inputs[0].op == "DequantizeLinear":
+        source = tensor.inputs[0].inputs[0]
+        values = _constant_values(source)
+        if values is not None:
+            return source.name, values
+    return None
+
+
+def structured_sparsity(model_or_path: Model | onnx.ModelProto | str | os.PathLike[str], n: int = 2,
+                        m: int = 4) -> list[WeightSparsity]:
+    """Every Conv/MatMul/Gemm constant weight of the main graph against N:M along its reduction axis."""
+    model = _as_model(model_or_path)
+    entries = []
+    for node in model.graph.nodes:
+        if node.op not in ("Conv", "MatMul", "Gemm") or len(node.inputs) < 2:
+            continue
+        found = _weight_values(node.inputs[1])
+        if found is None:
+            continue
+        name, values = found
+        view = reduction_rows(node, np.asarray(values))
+        if view is None:
+            continue
+        rows, axis = view
+        if rows.shape[0] < m:
+            continue  # fewer than m input features: the pattern holds trivially and no sparse kernel applies
+        fraction = nm_group_fraction(rows, n, m)
+        entries.append(WeightSparsity(_label(node), node.op, name, axis, fraction == 1.0, fraction,
+                                      float(np.mean(np.asarray(values) == 0))))
+    return entries

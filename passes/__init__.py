@@ -7,7 +7,8 @@ Passes live in one folder per family, each with a docstring that says how the fa
 * ``precision/``    the fp16/bf16 pass with its plan, range measurement and rewrite;
 * ``quantization/`` int8 Q/DQ (static, dynamic), int8 embeddings, int4/binary/ternary weight-only;
 * ``fastconv/``     Winograd/FFT convolution and Strassen MatMul as custom ops with native kernels;
-* ``sharing/``      transposed/reshaped twin weights stored once (exact), k-means weight clustering (lossy).
+* ``sharing/``      transposed/reshaped twin weights stored once (exact), k-means weight clustering (lossy);
+* ``pruning/``      structured pruning (neurons, channels, heads, layers) refitted against the original, N:M sparsity.
 
 A family imports only from the framework (``onnxopt.*``), never from another family.
 Third parties register a ``Pass`` subclass under the ``onnxopt.passes`` entry-point group.
@@ -60,8 +61,8 @@ PRESETS["palettize"] = [*PRESETS["default"],
 
 
 # "family.module:Class" of each built-in pass, one per line, in listing order. Each family is a folder of
-# this package (cleanup/, fusion/, precision/, quantization/, fastconv/, sharing/) whose __init__ docstring says
-# how it works.
+# this package (cleanup/, fusion/, precision/, quantization/, fastconv/, sharing/, pruning/) whose __init__
+# docstring says how it works.
 _BUILTIN_MODULES: list[str] = [
     "cleanup.dedup_initializers:DedupInitializers",
     "cleanup.eliminate_dead:EliminateDead",
@@ -78,6 +79,10 @@ _BUILTIN_MODULES: list[str] = [
     "quantization.quantize_embeddings:QuantizeEmbeddings",
     "fastconv.fast_conv:FastConv",
     "fastconv.strassen:StrassenMatMul",
+    "pruning.prune_neurons:PruneNeurons",
+    "pruning.prune_heads:PruneHeads",
+    "pruning.prune_layers:PruneLayers",
+    "pruning.sparsify:Sparsify",
 ]
 
 

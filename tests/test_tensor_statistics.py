@@ -12,7 +12,7 @@ import pytest
 import onnxopt.external_data
 import onnxopt.tensor_content
 from onnxopt.bit_packing import pack_last_axis, unpack_last_axis
-from onnxopt.input_statistics import ChannelEnergy, collect_channel_energy, mask_input_for
+from onnxopt.input_statistics import ChannelEnergy, collect_channel_energy, padding_mask_input
 from onnxopt.model_io import from_proto, load, save
 from onnxopt.tensor_content import ElementReader, multiset_digest
 
@@ -72,7 +72,7 @@ def test_collect_channel_energy_streams_a_model_leaving_padding_out():
         }
     """)
     model = from_proto(proto)
-    assert mask_input_for(model, "auto") == "attention_mask" and mask_input_for(model, "") is None
+    assert padding_mask_input(model, "auto") == "attention_mask" and padding_mask_input(model, "") is None
     feeds = [{"x": RNG.standard_normal((4, 5, 6)).astype(np.float32),
               "attention_mask": (np.arange(5)[None, :] < RNG.integers(1, 6, size=(4, 1))).astype(np.int64)}
              for _ in range(3)]

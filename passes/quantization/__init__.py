@@ -9,8 +9,8 @@ Three passes share the arithmetic in ``common.py`` (scales, zero points, Q/DQ no
   weights, applied per build so no float copy of a weight is ever made), ``op_speed.py``
   (paired timing under the thread counts the model will run with: a node is quantized only
   where it is faster), ``speed_rules.py`` (the same decision from shapes alone,
-  ``decide_by=rules``) and ``sensitivity.py`` (layers kept in float to meet an error
-  budget). Ranges come from the framework's streamed calibration (``onnxopt.calibration``).
+  ``decide_by=rules``) and the framework's ``onnxopt.error_budget`` (layers kept in float to
+  meet an error budget). Ranges come from the framework's streamed calibration (``onnxopt.calibration``).
   For onnxruntime on the CPU every int8 weight stays within ±64 unless the target names a
   VNNI CPU: the framework's ``onnxopt.int8_kernels`` says why, and checks every emitted node.
 * ``quantize-embeddings`` (``quantize_embeddings.py``) — Gather-only embedding tables to
@@ -23,7 +23,7 @@ Three passes share the arithmetic in ``common.py`` (scales, zero points, Q/DQ no
   framework's ``onnxopt.bit_packing``).
 
 Framework pieces used: ``onnxopt.calibration``, ``onnxopt.activations``,
-``onnxopt.input_statistics``, ``onnxopt.weight_axes``, ``onnxopt.runtime``,
+``onnxopt.error_budget``, ``onnxopt.input_statistics``, ``onnxopt.weight_axes``, ``onnxopt.runtime``,
 ``onnxopt.int8_kernels`` (weight bounds per CPU kind, the saturation check),
 ``onnxopt.cpu_features`` (the host, for the timing record), ``onnxopt.targets``,
 ``onnxopt.blas_threads``.

@@ -6,7 +6,9 @@ rows after it through the inverse Hessian's Cholesky factor) is the framework's
 means for int4/binary/ternary codes: groups of rows that share a scale, fitted up front
 ("static") or when their first row comes up, on the rows as updated so far.
 
-The statistics ``H`` are streamed by ``onnxopt.input_statistics``.
+The statistics ``H`` are streamed by ``onnxopt.input_statistics``; the damped inverse
+Hessian factor comes from ``onnxopt.hessian_inverse`` (shared with SparseGPT-style sparsity
+and pruning's least-squares recovery).
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ from onnxopt import decisions
 from onnxopt.calibration import METHODS, calibrate
 from onnxopt.cpu_features import host_cpu
 from onnxopt.data import Feeds, graph_input_specs, random_feed
+from onnxopt.error_budget import ERROR_METRICS, error_function, run_outputs, sensitivity_fallback
 from onnxopt.errors import BadInputError
 from onnxopt.int8_kernels import (
     CPU_ANY,
@@ -62,15 +63,11 @@ from onnxopt.int8_kernels import (
 )
 from onnxopt.model_io import Model
 from onnxopt.model_stats import count_model
+from onnxopt.paired_timing import describe_threads, timing_threads, worst_relative_times
 from onnxopt.pass_api import Contract, ErrorBudget, Pass, PassContext, PassOptions, PassResult, SearchSpec
 from onnxopt.passes.quantization.common import NameScope
 from onnxopt.passes.quantization.dynamic import DYNAMIC_OPS, apply_dynamic, find_dynamic_candidates
-from onnxopt.passes.quantization.op_speed import (
-    describe_threads,
-    island_ratios,
-    timing_threads,
-    worst_relative_times,
-)
+from onnxopt.passes.quantization.op_speed import island_ratios
 from onnxopt.passes.quantization.qdq_placement import (
     DEFAULT_OP_TYPES,
     QUANTIZABLE_OPS,
@@ -79,7 +76,6 @@ from onnxopt.passes.quantization.qdq_placement import (
     plan_placement,
 )
 from onnxopt.passes.quantization.qdq_rewrite import ActivationFormat, WeightCache, activation_params, apply_static
-from onnxopt.passes.quantization.sensitivity import ERROR_METRICS, error_function, run_outputs, sensitivity_fallback
 from onnxopt.passes.quantization.smoothing import SmoothingPlan, choose_smoothing, smoothing_candidates
 from onnxopt.passes.quantization.speed_rules import rule_verdict
 from onnxopt.runtime_errors import ORT_RUN_ERRORS

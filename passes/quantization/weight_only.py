@@ -46,7 +46,7 @@ import onnx.version_converter
 
 from onnxopt.decisions import decision
 from onnxopt.errors import BadInputError
-from onnxopt.input_statistics import HessianAccumulator, collect_hessians, mask_input_for
+from onnxopt.input_statistics import HessianAccumulator, collect_hessians, padding_mask_input
 from onnxopt.model_io import Model, constant_nbytes, from_proto, read_constant, to_proto
 from onnxopt.pass_api import Contract, Pass, PassContext, PassOptions, PassResult, SearchSpec
 from onnxopt.passes.quantization.common import NameScope
@@ -300,7 +300,7 @@ class WeightOnly(Pass):
         if not requests:
             return {}
         return collect_hessians(model, requests, ctx.data, options.stats_memory_bytes, options.calib_max_batches,
-                                mask_input=mask_input_for(model, options.calib_mask_input))
+                                mask_input=padding_mask_input(model, options.calib_mask_input))
 
     @staticmethod
     def _quantize(plan: WeightPlan, weights: np.ndarray, hessians: dict[tuple[str, bool], HessianAccumulator],

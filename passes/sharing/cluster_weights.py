@@ -31,7 +31,7 @@ import onnx_graphsurgeon as gs
 from onnxopt.errors import BadInputError
 from onnxopt.external_data import ExternalLazyValues, external_array_view
 from onnxopt.graph_edit import all_tensor_names, replace_uses
-from onnxopt.input_statistics import collect_channel_energy, collect_hessians, mask_input_for
+from onnxopt.input_statistics import collect_channel_energy, collect_hessians, padding_mask_input
 from onnxopt.model_io import Model, constant_nbytes, read_constant
 from onnxopt.pass_api import Contract, Pass, PassContext, PassOptions, PassResult
 from onnxopt.passes.sharing.cluster_emit import CODEBOOK_DTYPES, MIN_OPSET, PLANES, emit_palette, stored_bytes
@@ -193,7 +193,7 @@ class ClusterWeights(Pass):
         """Input statistics over DATA: ``XᵀX`` for error-feedback weights, per-channel energy for the rest."""
         if ctx.data is None:
             return {}, {}
-        mask = mask_input_for(model, options.calib_mask_input)
+        mask = padding_mask_input(model, options.calib_mask_input)
         with_feedback = [plan for plan in plans if feedback and plan.error_feedback_capable]
         others = [plan for plan in plans if plan not in with_feedback]
         hessians = collect_hessians(model, hessian_requests(with_feedback), ctx.data, options.stats_memory_bytes,

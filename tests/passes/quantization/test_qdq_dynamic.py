@@ -6,10 +6,10 @@ import numpy as np
 import onnx
 import pytest
 
+from onnxopt.error_budget import cosine_distance, relative_l2
 from onnxopt.model_io import Model, to_proto
 from onnxopt.pass_api import PassContext
 from onnxopt.passes.quantization.qdq import QdqPass
-from onnxopt.passes.quantization.sensitivity import cosine_distance, relative_l2
 from onnxopt.runtime import session_options
 from tests.passes.quantization.test_qdq import nodes_of, relative_error, run_qdq, tensor_text
 from tests.util import model_from_text, outputs
@@ -179,7 +179,7 @@ def test_smoothing_is_exact_in_float():
 
 @pytest.mark.parametrize("metric", ["rel_l2", "cosine", "max_abs"])
 def test_error_metrics_are_zero_on_identical_outputs(metric):
-    from onnxopt.passes.quantization.sensitivity import error_function
+    from onnxopt.error_budget import error_function
 
     values = [{"y": np.arange(6, dtype=np.float32).reshape(2, 3) + 1}]
     shifted = [{"y": values[0]["y"] + 0.5}]

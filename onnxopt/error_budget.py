@@ -1,11 +1,16 @@
-"""Sensitivity-guided fallback: keep in float the layers that cost the most accuracy.
+"""Error budgets on model outputs: the metrics, and dropping the most sensitive items until one holds.
 
-Given an error budget on the model outputs, we first measure the fully quantized model.
-If it is over budget, each quantized layer is scored by the output error of a model in
-which only that layer is quantized (its contribution, free of interactions), and the
-most sensitive layers go back to float — the top k for the smallest k found by doubling
-then bisecting — until the budget holds. The scores and the layers kept in float go into
-the pass's stats so the report can list them.
+Lossy passes (int8 quantization, pruning) share one way to judge a candidate model: run it
+and the reference on the same feeds, compare outputs with a metric (``rel_l2``, ``cosine``,
+``max_abs``, or a user's ``module:function``), and hold the result against a budget.
+
+``sensitivity_fallback`` is the budget search both use. Given the items a pass would
+change (layers to quantize, layers to prune), it first measures the model with all of them
+changed. If that is over budget, each item is scored by the output error of a model in
+which only that item changes (its contribution, free of interactions), and the most
+sensitive items are dropped — the top k for the smallest k found by doubling then
+bisecting — until the budget holds. The scores and the dropped items go into the pass's
+stats so the report can list them.
 
 Errors are measured with onnxruntime on the CPU with its graph optimizations off, on the
 first few calibration batches: the same way the pass manager verifies a lossy pass.
@@ -41,7 +46,7 @@ def run_outputs(model: Model, feeds: Sequence[dict[str, np.ndarray]]) -> Outputs
 
 @dataclass
 class FallbackResult:
-    """Which layers stay quantized, which went back to float, and the errors measured."""
+    """Which items keep their change, which were dropped (back to the original), and the errors measured."""
 
     kept: list[str]
     fallback: list[str]
@@ -59,7 +64,10 @@ def sensitivity_fallback(
     error_of: ErrorFunction,
     budget: float,
 ) -> FallbackResult:
-    """Drop the most sensitive layers from ``selected`` until the output error <= ``budget``."""
+    """Drop the most sensitive items from ``selected`` until the output error <= ``budget``.
+
+    ``build(items)`` returns the model with exactly ``items`` changed.
+    """
     evaluations = 0
 
     def error_with(nodes: list[str]) -> float:
@@ -101,6 +109,6 @@ def sensitivity_fallback(
         else:
             low = middle
     final = keep_after_dropping(high)
-    logger.info("sensitivity fallback: %d of %d layers back to float (error %.3g -> %.3g, budget %.3g)",
+    logger.info("sensitivity fallback: %d of %d items dropped (error %.3g -> %.3g, budget %.3g)",
                 high, len(order), full_error, error_dropping(high), budget)
     return FallbackResult(final, order[:high], error_dropping(high), full_error, scores, evaluations)
