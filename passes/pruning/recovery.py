@@ -216,19 +216,28 @@ def obs_removal(problems: list[Problem], units: int, count: int,
             first_scores[candidates] = scores
         chunk = min(count - len(removed), max(1, int(np.ceil(count / steps))))
         chosen = candidates[np.argsort(scores, kind="stable")[:chunk]]
-        for state in states:
-            theta, hinv, _ = state
-            block = hinv[np.ix_(chosen, chosen)]
-            try:
-                theta -= hinv[:, chosen] @ np.linalg.solve(block, theta[chosen])
-                hinv -= hinv[:, chosen] @ np.linalg.solve(block, hinv[chosen, :])
-            except np.linalg.LinAlgError:
-                pseudo = np.linalg.pinv(block)
-                theta -= hinv[:, chosen] @ (pseudo @ theta[chosen])
-                hinv -= hinv[:, chosen] @ (pseudo @ hinv[chosen, :])
+        for theta, hinv, _ in states:
+            _obs_remove(theta, hinv, chosen)
         active[chosen] = False
         removed.extend(int(unit) for unit in chosen)
     return np.asarray(removed, dtype=np.int64), first_scores if first_scores is not None else np.zeros(units)
+
+
+def _obs_remove(theta: np.ndarray, hinv: np.ndarray, rows: np.ndarray) -> None:
+    """Remove ``rows`` from a least-squares solution in place (optimal brain surgeon's update).
+
+    ``theta`` moves to the best solution without those rows and ``hinv`` (the inverse of the
+    damped Gram matrix) to the inverse of the problem without them; a singular block falls
+    back to its pseudo-inverse.
+    """
+    block = hinv[np.ix_(rows, rows)]
+    try:
+        theta -= hinv[:, rows] @ np.linalg.solve(block, theta[rows])
+        hinv -= hinv[:, rows] @ np.linalg.solve(block, hinv[rows, :])
+    except np.linalg.LinAlgError:
+        pseudo = np.linalg.pinv(block)
+        theta -= hinv[:, rows] @ (pseudo @ theta[rows])
+        hinv -= hinv[:, rows] @ (pseudo @ hinv[rows, :])
 
 
 # Damping of the full-problem OBS (fraction of mean diag G); on MiniLM 1e-3 chose as well as any tried.
@@ -279,17 +288,8 @@ def obs_full_removal(problems: list[Problem], units: int, count: int,
             first_scores[candidates] = scores
         chunk = min(count - len(removed), max(1, int(np.ceil(count / steps))))
         chosen = candidates[np.argsort(scores, kind="stable")[:chunk]]
-        for state in states:
-            theta, hinv, _, unit_rows = state
-            rows = np.sort(unit_rows[chosen].reshape(-1))
-            block = hinv[np.ix_(rows, rows)]
-            try:
-                theta -= hinv[:, rows] @ np.linalg.solve(block, theta[rows])
-                hinv -= hinv[:, rows] @ np.linalg.solve(block, hinv[rows, :])
-            except np.linalg.LinAlgError:
-                pseudo = np.linalg.pinv(block)
-                theta -= hinv[:, rows] @ (pseudo @ theta[rows])
-                hinv -= hinv[:, rows] @ (pseudo @ hinv[rows, :])
+        for theta, hinv, _, unit_rows in states:
+            _obs_remove(theta, hinv, np.sort(unit_rows[chosen].reshape(-1)))
         active[chosen] = False
         removed.extend(int(unit) for unit in chosen)
     return np.asarray(removed, dtype=np.int64), first_scores if first_scores is not None else np.zeros(units)
