@@ -198,10 +198,20 @@ def obs_removal(problems: list[Problem], units: int, count: int,
     Scores are relative squared output errors, summed over the group's consumers.
     """
     states = []
+    one_row_per_unit = np.arange(units)[:, None]
     for problem in problems:
         hessian, rhs = _scale_system(problem.stats, problem.weights, problem.unit_rows)
         hinv = damped_inverse(hessian, SCALE_DAMP_RATIO)
-        states.append([hinv @ rhs, hinv, max(problem.stats.target_energy, 1e-30)])
+        theta = (hinv @ rhs)[:, None]  # one scale per unit, then the new bias: one column
+        states.append((theta, hinv, max(problem.stats.target_energy, 1e-30), one_row_per_unit))
+    return _greedy_obs(states, units, count, max_steps)
+
+
+def _greedy_obs(states: list[tuple[np.ndarray, np.ndarray, float, np.ndarray]], units: int, count: int,
+                max_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Remove ``count`` units in at most ``max_steps`` chunks, cheapest first; ``Θ`` and ``H⁻¹`` downdated
+    after each chunk. ``states``: per consumer ``(Θ, H⁻¹, target energy, unit_rows)``. Returns the
+    removed units in order and every unit's first-step score."""
     active = np.ones(units, dtype=bool)
     removed: list[int] = []
     first_scores: np.ndarray | None = None
@@ -209,15 +219,15 @@ def obs_removal(problems: list[Problem], units: int, count: int,
     while len(removed) < count:
         candidates = np.flatnonzero(active)
         scores = np.zeros(candidates.size)
-        for theta, hinv, energy in states:
-            scores += theta[candidates] ** 2 / np.maximum(np.diag(hinv)[candidates], 1e-300) / energy
+        for theta, hinv, energy, unit_rows in states:
+            scores += _block_costs(theta, hinv, unit_rows, candidates) / energy
         if first_scores is None:
             first_scores = np.full(units, np.nan)
             first_scores[candidates] = scores
         chunk = min(count - len(removed), max(1, int(np.ceil(count / steps))))
         chosen = candidates[np.argsort(scores, kind="stable")[:chunk]]
-        for theta, hinv, _ in states:
-            _obs_remove(theta, hinv, chosen)
+        for theta, hinv, _, unit_rows in states:
+            _obs_remove(theta, hinv, np.sort(unit_rows[chosen].reshape(-1)))
         active[chosen] = False
         removed.extend(int(unit) for unit in chosen)
     return np.asarray(removed, dtype=np.int64), first_scores if first_scores is not None else np.zeros(units)
@@ -273,26 +283,8 @@ def obs_full_removal(problems: list[Problem], units: int, count: int,
         anchor = np.vstack([problem.weights, problem.bias[None, :]])
         hinv = damped_inverse(gram + damp * np.eye(gram.shape[0]), 1e-9)
         theta = hinv @ (stats.cross + damp * anchor)
-        states.append([theta, hinv, max(stats.target_energy, 1e-30), problem.unit_rows])
-    active = np.ones(units, dtype=bool)
-    removed: list[int] = []
-    first_scores: np.ndarray | None = None
-    steps = max(1, min(max_steps, count))
-    while len(removed) < count:
-        candidates = np.flatnonzero(active)
-        scores = np.zeros(candidates.size)
-        for theta, hinv, energy, unit_rows in states:
-            scores += _block_costs(theta, hinv, unit_rows, candidates) / energy
-        if first_scores is None:
-            first_scores = np.full(units, np.nan)
-            first_scores[candidates] = scores
-        chunk = min(count - len(removed), max(1, int(np.ceil(count / steps))))
-        chosen = candidates[np.argsort(scores, kind="stable")[:chunk]]
-        for theta, hinv, _, unit_rows in states:
-            _obs_remove(theta, hinv, np.sort(unit_rows[chosen].reshape(-1)))
-        active[chosen] = False
-        removed.extend(int(unit) for unit in chosen)
-    return np.asarray(removed, dtype=np.int64), first_scores if first_scores is not None else np.zeros(units)
+        states.append((theta, hinv, max(stats.target_energy, 1e-30), problem.unit_rows))
+    return _greedy_obs(states, units, count, max_steps)
 
 
 def activation_scores(problems: list[Problem]) -> np.ndarray:
