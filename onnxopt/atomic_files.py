@@ -1,6 +1,6 @@
 """Write files so that a reader never sees half of one: a temporary file beside the target, then a rename.
 
-``model_io.save`` does this for models it holds as graphs; converters and exporters write
+``model_io.save`` writes models (and their external data) through it; converters and exporters write
 other artefacts (a converted ModelProto, an ``.ort`` flatbuffer, a TensorRT engine, a
 reduced-operator config). A failure part-way leaves the target as it was, and a group of
 files (a model and the config beside it) is renamed only once all of them are complete.

@@ -10,11 +10,9 @@ large ones, and replaces the target atomically so no partial file is ever left b
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from google.protobuf.message import DecodeError
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
+from onnxopt.atomic_files import check_output_folder, staged_outputs
 from onnxopt.errors import BadInputError, ModelDefect
 from onnxopt.external_data import (
     ExternalLazyValues,
@@ -408,38 +407,19 @@ def save(model: Model, path: str | os.PathLike[str], external_data: bool | None 
     2 GB); True/False force it. The external file is ``<name>.data`` beside the model.
     """
     path = Path(path)
-    folder = path.resolve().parent
-    if not folder.is_dir():
-        raise BadInputError(f"{path}: output folder does not exist")
+    check_output_folder(path)  # before any export work
     proto = to_proto(model)
     if external_data is None:
         external_data = model.had_external_data or _total_weight_bytes(proto) >= EXTERNAL_DATA_THRESHOLD_BYTES
     if not external_data and any(is_external(t) for t in iter_model_tensor_protos(proto)):
         external_data = True
     data_path = path.with_name(path.name + ".data") if external_data else None
-    temps: list[str] = []
-    try:
-        data_tmp = None
+    # The data file is renamed first: a reader of the new model file always finds its data complete.
+    with staged_outputs([data_path, path] if data_path is not None else [path]) as temps:
         if data_path is not None:
-            handle_fd, data_tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".data.tmp", dir=folder)
-            temps.append(data_tmp)
-            with os.fdopen(handle_fd, "wb") as data_handle:
+            with open(temps[0], "wb") as data_handle:
                 _write_external(proto, model, data_handle, data_path.name)
-        model_fd, model_tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-        temps.append(model_tmp)
-        payload = proto.SerializeToString()
-        with os.fdopen(model_fd, "wb") as handle:
-            handle.write(payload)
-        for tmp in temps:
-            os.chmod(tmp, 0o644)
-        if data_path is not None and data_tmp is not None:
-            os.replace(data_tmp, data_path)
-        os.replace(model_tmp, path)
-        temps.clear()
-    finally:
-        for tmp in temps:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        temps[-1].write_bytes(proto.SerializeToString())
     written = path.stat().st_size + (data_path.stat().st_size if data_path else 0)
     logger.info("wrote %s (IR %d, %d bytes)", path, proto.ir_version, written)
     return SaveInfo(path=path, external_data_path=data_path, ir_version=proto.ir_version, bytes_written=written)
