@@ -172,6 +172,12 @@ class Pass:
         return cls.Options(**converted)
 
 
+def check_choice(pass_name: str, option: str, value: str, choices: tuple[str, ...] | list[str]) -> None:
+    """A one-line BadInputError when an option's value is not one of its choices (which it names)."""
+    if value not in choices:
+        raise BadInputError(f"{pass_name}: {option} {value!r} unknown (choose from {', '.join(choices)})")
+
+
 def coerce_option(spec: dataclasses.Field, raw: Any, pass_name: str) -> Any:
     """Turn a CLI/pipeline value into the type the options dataclass declares."""
     kind = spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", str(spec.type))

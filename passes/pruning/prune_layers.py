@@ -29,7 +29,7 @@ from onnxopt.error_budget import ERROR_METRICS, error_function, run_outputs
 from onnxopt.errors import BadInputError
 from onnxopt.input_statistics import padding_mask_input
 from onnxopt.model_io import Model, to_proto
-from onnxopt.pass_api import Contract, Pass, PassContext, PassOptions, PassResult
+from onnxopt.pass_api import Contract, Pass, PassContext, PassOptions, PassResult, check_choice
 from onnxopt.passes.pruning.blocks import Block, bypass, find_blocks
 from onnxopt.passes.pruning.latency import record_latency
 from onnxopt.runtime_errors import ORT_RUN_ERRORS
@@ -184,11 +184,8 @@ class PruneLayers(Pass):
 
     @staticmethod
     def _validate(options: PruneLayersOptions) -> None:
-        if options.unit not in UNITS:
-            raise BadInputError(f"prune-layers: unit {options.unit!r} unknown (choose from {', '.join(UNITS)})")
-        if options.error_metric not in ERROR_METRICS:
-            raise BadInputError(f"prune-layers: error_metric {options.error_metric!r} unknown "
-                                f"(choose from {', '.join(ERROR_METRICS)})")
+        check_choice("prune-layers", "unit", options.unit, UNITS)
+        check_choice("prune-layers", "error_metric", options.error_metric, ERROR_METRICS)
         if options.count < 0 or options.max_error < 0 or options.budget_batches < 1:
             raise BadInputError("prune-layers: count and max_error must be >= 0, budget_batches >= 1")
         if options.count == 0 and options.max_error == 0:

@@ -38,7 +38,7 @@ from onnxopt.errors import BadInputError
 from onnxopt.graph_edit import constant_array, constant_shape
 from onnxopt.input_statistics import padding_mask_input
 from onnxopt.model_io import Model, to_proto
-from onnxopt.pass_api import Contract, Pass, PassContext, PassOptions, PassResult
+from onnxopt.pass_api import Contract, Pass, PassContext, PassOptions, PassResult, check_choice
 from onnxopt.passes.pruning.distill import as_consumer
 from onnxopt.passes.pruning.rewrite import NameSource
 from onnxopt.passes.pruning.sparsity import one_shot_mask, relative_output_error, sparsegpt
@@ -233,10 +233,8 @@ class Sparsify(Pass):
     @staticmethod
     def _validate(options: SparsifyOptions) -> tuple[int, int] | None:
         pattern = parse_pattern(options.pattern)
-        if options.method not in METHODS:
-            raise BadInputError(f"sparsify: method {options.method!r} unknown (choose from {', '.join(METHODS)})")
-        if options.storage not in STORAGES:
-            raise BadInputError(f"sparsify: storage {options.storage!r} unknown (choose from {', '.join(STORAGES)})")
+        check_choice("sparsify", "method", options.method, METHODS)
+        check_choice("sparsify", "storage", options.storage, STORAGES)
         if options.error_metric not in ERROR_METRICS:
             raise BadInputError(f"sparsify: error_metric {options.error_metric!r} unknown")
         if pattern is None and not 0.0 < options.ratio < 1.0:

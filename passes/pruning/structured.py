@@ -30,7 +30,7 @@ from onnxopt.error_budget import ERROR_METRICS, error_function, run_outputs, sen
 from onnxopt.errors import BadInputError
 from onnxopt.input_statistics import padding_mask_input
 from onnxopt.model_io import Model, to_proto
-from onnxopt.pass_api import PassContext, PassOptions, PassResult
+from onnxopt.pass_api import PassContext, PassOptions, PassResult, check_choice
 from onnxopt.passes.pruning.allocation import allocate
 from onnxopt.passes.pruning.candidates import Candidate
 from onnxopt.passes.pruning.coupling import Group, Refused, complete_infos, retrace
@@ -112,20 +112,15 @@ class StructuredOptions(PassOptions):
     latency_threads: int = 1
 
 
-def _check_choice(name: str, label: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise BadInputError(f"{name}: {label} {value!r} unknown (choose from {', '.join(choices)})")
-
-
 def validate(options: StructuredOptions, name: str) -> None:
     """One-line BadInputErrors for options that cannot work."""
     if not 0.0 <= options.ratio < 1.0:
         raise BadInputError(f"{name}: ratio must be in [0, 1)")
-    _check_choice(name, "scope", options.scope, SCOPES)
-    _check_choice(name, "importance", options.importance, IMPORTANCES)
-    _check_choice(name, "recovery", options.recovery, RECOVERIES)
-    _check_choice(name, "refit_scope", options.refit_scope, REFIT_SCOPES)
-    _check_choice(name, "error_metric", options.error_metric, ERROR_METRICS)
+    check_choice(name, "scope", options.scope, SCOPES)
+    check_choice(name, "importance", options.importance, IMPORTANCES)
+    check_choice(name, "recovery", options.recovery, RECOVERIES)
+    check_choice(name, "refit_scope", options.refit_scope, REFIT_SCOPES)
+    check_choice(name, "error_metric", options.error_metric, ERROR_METRICS)
     if options.round_to < 1:
         raise BadInputError(f"{name}: round_to must be at least 1")
     if options.max_error < 0 or options.budget_batches < 1:

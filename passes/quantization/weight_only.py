@@ -48,7 +48,7 @@ from onnxopt.decisions import decision
 from onnxopt.errors import BadInputError
 from onnxopt.input_statistics import HessianAccumulator, collect_hessians, padding_mask_input
 from onnxopt.model_io import Model, constant_nbytes, from_proto, read_constant, to_proto
-from onnxopt.pass_api import Contract, Pass, PassContext, PassOptions, PassResult, SearchSpec
+from onnxopt.pass_api import Contract, Pass, PassContext, PassOptions, PassResult, SearchSpec, check_choice
 from onnxopt.passes.quantization.common import NameScope
 from onnxopt.passes.quantization.gptq import DEFAULT_DAMP_RATIO, output_error, quantize_gptq
 from onnxopt.passes.quantization.lowbit import SCHEMES, QuantizedMatrix, make_quantizer, quantize_rtn
@@ -123,12 +123,9 @@ class WeightOnlyOptions(PassOptions):
 
 def validate_options(options: WeightOnlyOptions) -> None:
     """One-line BadInputErrors for options that cannot work."""
-    if options.scheme not in SCHEMES:
-        raise BadInputError(f"weight-only: scheme {options.scheme!r} unknown (choose from {', '.join(SCHEMES)})")
-    if options.method not in METHODS:
-        raise BadInputError(f"weight-only: method {options.method!r} unknown (choose from {', '.join(METHODS)})")
-    if options.format not in FORMATS:
-        raise BadInputError(f"weight-only: format {options.format!r} unknown (choose from {', '.join(FORMATS)})")
+    check_choice("weight-only", "scheme", options.scheme, SCHEMES)
+    check_choice("weight-only", "method", options.method, METHODS)
+    check_choice("weight-only", "format", options.format, FORMATS)
     unknown_ops = sorted(set(options.op_types) - (set(WEIGHT_SLOT) - {"Gather"}))
     if unknown_ops:
         raise BadInputError(f"weight-only: op_types {', '.join(unknown_ops)} not supported (MatMul, Gemm, Conv)")

@@ -33,7 +33,7 @@ from onnxopt.external_data import ExternalLazyValues, external_array_view
 from onnxopt.graph_edit import all_tensor_names, replace_uses
 from onnxopt.input_statistics import collect_channel_energy, collect_hessians, padding_mask_input
 from onnxopt.model_io import Model, constant_nbytes, read_constant
-from onnxopt.pass_api import Contract, Pass, PassContext, PassOptions, PassResult
+from onnxopt.pass_api import Contract, Pass, PassContext, PassOptions, PassResult, check_choice
 from onnxopt.passes.sharing.cluster_emit import CODEBOOK_DTYPES, MIN_OPSET, PLANES, emit_palette, stored_bytes
 from onnxopt.passes.sharing.cluster_plan import WEIGHT_SLOT, ClusterPlan, PlanRequest, plan_clusters
 from onnxopt.passes.sharing.importance import (
@@ -97,8 +97,7 @@ def validate_options(options: ClusterWeightsOptions) -> None:
     if options.codebook_dtype not in CODEBOOK_DTYPES:
         raise BadInputError(f"cluster-weights: codebook_dtype {options.codebook_dtype!r} unknown "
                             f"(choose from {', '.join(CODEBOOK_DTYPES)})")
-    if options.method not in METHODS:
-        raise BadInputError(f"cluster-weights: method {options.method!r} unknown (choose from {', '.join(METHODS)})")
+    check_choice("cluster-weights", "method", options.method, METHODS)
     unknown = sorted(set(options.op_types) - set(WEIGHT_SLOT))
     if unknown:
         raise BadInputError(f"cluster-weights: op_types {', '.join(unknown)} not supported "
