@@ -34,6 +34,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from onnxopt.cpu_features import host_cpu
 from onnxopt.data import input_specs, make_feeds
 from onnxopt.errors import BadInputError
 from onnxopt.model_io import model_file_bytes, read_valid_proto
@@ -138,6 +139,7 @@ def machine_info(provider: str) -> dict[str, Any]:
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": host_cpu().describe(),  # timings are facts about this CPU only: its flags go with them
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "onnxruntime": ort.__version__,

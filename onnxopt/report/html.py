@@ -269,7 +269,7 @@ def bench_page(view: BenchView) -> str:
     subtitle = " · ".join(str(part) for part in (
         f"provider {config.get('provider', '?')}", f"batch {config.get('batch_size', '?')}",
         f"{config.get('timed_runs', '?')} timed runs after {config.get('warmup_runs', '?')} warm-up",
-        f"inputs {config.get('inputs', '?')}", machine.get("processor", ""),
+        f"inputs {config.get('inputs', '?')}", machine.get("cpu") or machine.get("processor", ""),
         f"onnxruntime {machine.get('onnxruntime', '?')}") if part)
     names = [row.name for row in view.rows]
     boxes = [

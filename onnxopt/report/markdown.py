@@ -88,6 +88,10 @@ def _optimize(view: OptimizeView, max_rows: int) -> list[str]:
 
 def _bench(view: BenchView) -> list[str]:
     lines = ["# onnxopt bench report", ""]
+    machine = view.doc.get("machine") or {}
+    if machine:
+        lines += [f"Measured on {machine.get('cpu') or machine.get('processor', '?')}, "
+                  f"{machine.get('cpu_count', '?')} cores, onnxruntime {machine.get('onnxruntime', '?')}.", ""]
     rows = [(r.name, human_bytes(r.file_bytes), format_number(r.p50_ms), format_number(r.p90_ms),
              format_number(r.throughput), human_bytes(r.peak_rss_bytes), format_ratio(r.ratios.get("latency_p50")))
             for r in view.rows]

@@ -153,6 +153,9 @@ def bench_table(view: BenchView) -> Table:
     config = view.config
     title = (f"{config.get('provider')} · batch {config.get('batch_size')} · {config.get('timed_runs')} runs after "
              f"{config.get('warmup_runs')} warm-up · inputs: {config.get('inputs')}")
+    cpu = (view.doc.get("machine") or {}).get("cpu")
+    if cpu:
+        title += f" · {cpu}"
     table = Table(title=title, title_justify="left")
     table.add_column("model", no_wrap=True)
     for name in ("size", "p50 ms", "p90 ms", "mean ms", "samples/s", "peak mem", "p50 vs 1st", "thrpt vs 1st",

@@ -62,6 +62,10 @@ def test_bench_two_models_table_and_json(two_models, tmp_path):
     assert "small.onnx" in result.stdout and "big.onnx" in result.stdout
     report = json.loads(out.read_text())
     assert report["config"]["batch_size"] == 2 and report["config"]["inputs"] == "random"
+    # Timings are facts about one CPU: its architecture and flags go with them, in the JSON and the table.
+    from onnxopt.cpu_features import host_cpu
+    assert report["machine"]["cpu"] == host_cpu().describe()
+    assert host_cpu().describe() in " ".join(result.stdout.split())
     first, second = report["models"]
     assert [first["name"], second["name"]] == ["small.onnx", "big.onnx"]
     for model in report["models"]:

@@ -397,3 +397,33 @@ def test_gpt2_tied_head_through_the_real_cli(tmp_path):
     for optimize in (False, True):
         assert_bit_exact(*(run_session(create_session(path, optimize=optimize), feed)
                            for path in (source, tmp_path / "out.onnx")))
+
+
+@pytest.mark.parametrize("preset", ["int8", "int4", "palettize"])
+def test_weight_quantizing_presets_leave_tied_tables_apart(tmp_path, preset):
+    """Quantizers only rewrite a weight whose every reader they rewrite; had share-twins run first, the
+    kept head would also be read by the Transpose that rebuilds the table and stay float. The presets
+    that quantize weights leave twins apart, so no weight is refused for another reader; int4 and
+    palettize (which decide by rules, not timing) leave no float table at all; int8 (whose MatMuls
+    may stay float where that times faster) stores the table int8 (GatherBlockQuantized)."""
+    from click.testing import CliRunner
+
+    from models.cache import cached_model
+    from onnxopt.cli import cli
+    from onnxopt.model_io import read_proto
+
+    assert "share-twins" in PRESETS["default"] and "share-twins" not in PRESETS[preset]
+    source = cached_model("gpt2", "tiny")
+    table = max(int(np.prod(t.dims)) for t in read_proto(source).graph.initializer)
+    report = tmp_path / "report.json"
+    small_tables = ["-O", "quantize-embeddings.min_table_bytes=1024"] if preset == "int8" else []
+    result = CliRunner().invoke(cli, ["optimize", str(source), "-o", str(tmp_path / "out.onnx"), "--preset", preset,
+                                      "--report", str(report), *small_tables], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "also read by" not in report.read_text()
+    float_sizes = [int(np.prod(t.dims)) for t in read_proto(tmp_path / "out.onnx").graph.initializer
+                   if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
+    if preset == "int8":
+        assert "GatherBlockQuantized" in {node.op_type for node in read_proto(tmp_path / "out.onnx").graph.node}
+    else:
+        assert max(float_sizes) < table
