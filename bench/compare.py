@@ -367,7 +367,8 @@ def markdown(rows: list[Row], header: dict[str, Any]) -> str:
     """The results as markdown: one table per model."""
     lines = ["# onnxopt vs peers", "",
              f"Command: `{header['command']}`  ", f"Date: {header['date']}  ",
-             f"Machine: {header['machine']['processor']}, {header['machine']['cpu_count']} cores, "
+             f"Machine: {header['machine'].get('cpu', header['machine']['processor'])}, "
+             f"{header['machine']['cpu_count']} cores, "
              f"{header['machine']['platform']}; onnxruntime {header['machine']['onnxruntime']} (CPU).  ",
              "Versions: " + ", ".join(f"{name} {version}" for name, version in header["versions"].items()) + ".  ",
              f"Latency: p50 of {header['runs']} interleaved runs after {header['warmup']} warm-up, onnxruntime "
