@@ -17,6 +17,7 @@ Third parties register a ``Pass`` subclass under the ``onnxopt.passes`` entry-po
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from importlib.metadata import entry_points
 
 from onnxopt.errors import BadInputError
@@ -45,6 +46,15 @@ PRESETS["default"] = [
 # that rebuilds the other one, so sharing first would keep a tied weight in float (GPT-2 small, head tied to
 # the embedding table: int8 65.8 MiB with sharing against 30.9 MiB without; int4 52.0 against 18.3 MiB).
 CLEANUP_BEFORE_WEIGHT_QUANTIZATION = [name for name in PRESETS["default"] if name != "share-twins"]
+WEIGHT_REWRITING_PASSES = frozenset({"qdq", "weight-only", "quantize-embeddings", "cluster-weights"})
+
+
+def cleanup_before(pass_names: Iterable[str]) -> list[str]:
+    """The exact cleanups to run before these passes (the tuner's trials follow the presets' rule)."""
+    if WEIGHT_REWRITING_PASSES & {name.split(":", 1)[0] for name in pass_names}:
+        return list(CLEANUP_BEFORE_WEIGHT_QUANTIZATION)
+    return list(PRESETS["default"])
+
 # Weight-only int4 after the exact cleanups: GPTQ with --calib DATA, else round-to-nearest; MatMulNBits for
 # onnxruntime targets, DequantizeLinear(block_size) at opset 21 for the others (weight-only's format=auto).
 PRESETS["int4"] = [*CLEANUP_BEFORE_WEIGHT_QUANTIZATION, "weight-only:scheme=int4"]

@@ -108,8 +108,11 @@ class _Search:
 
     def cache_key(self, config: Config) -> str:
         digest = {role: bundle.digest if bundle else None for role, bundle in self.bundles.items()}
-        return trial_key(digest["model"], digest["calib"], digest["data"], config.key, self.key_settings,
-                         onnxopt.__version__)
+        # The whole pipeline, cleanups included, is part of the key: a trial cached under other cleanups
+        # (e.g. twin sharing before a quantizer) made another model.
+        pipeline = ",".join(step.name for step in self.space.pipeline(config))
+        return trial_key(digest["model"], digest["calib"], digest["data"], f"{pipeline}|{config.key}",
+                         self.key_settings, onnxopt.__version__)
 
     def job(self, config: Config, cache_key: str, output: Path | None) -> dict[str, Any]:
         pipeline = [{"name": step.name, "options": dict(step.options)} for step in self.space.pipeline(config)]
@@ -266,10 +269,11 @@ def tune(
     if report is not None:
         check_report_path(report)  # a bad suffix is a one-line error before any work
 
-    from onnxopt.passes import PRESETS, all_passes
+    from onnxopt.passes import PRESETS, all_passes, cleanup_before
 
     space = SearchSpace.from_registry(all_passes(), PRESETS["default"], BudgetLink(metric, budget.error_budget()),
-                                      include=passes, exclude=exclude_passes, overrides=parse_overrides(overrides))
+                                      include=passes, exclude=exclude_passes, overrides=parse_overrides(overrides),
+                                      cleanups=cleanup_before)
     bundles = {"model": model_bundle(model), "calib": data_bundle(calib_path) if calib_path else None,
                "data": data_bundle(data_path) if data_path else None}
     settings = {"target": target, "metric": metric, "batch_size": batch_size, "shapes": dict(shapes or {}),

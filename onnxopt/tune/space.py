@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,9 +179,13 @@ def _budget_values(budget: ErrorBudget, link: BudgetLink, cls: type[Pass]) -> tu
 class SearchSpace:
     """Every configuration the tuner may try, from the registry's hooks; presets mapped into it."""
 
-    def __init__(self, passes: list[PassSpace], base: list[str]) -> None:
+    def __init__(self, passes: list[PassSpace], base: list[str],
+                 cleanups: Callable[[Iterable[str]], list[str]] | None = None) -> None:
         self.passes = {space.name: space for space in sorted(passes, key=lambda space: (space.stage, space.name))}
         self.base = list(base)
+        # The cleanups a configuration runs first, from the names of its passes (``base`` when not given):
+        # the registry's ``cleanup_before``, so that trials run what the presets run.
+        self._cleanups = cleanups
         self.groups: dict[str, list[PassSpace]] = {}
         for space in sorted(self.passes.values(), key=lambda space: (space.stage, space.group, space.name)):
             self.groups.setdefault(space.group, []).append(space)
@@ -191,7 +195,8 @@ class SearchSpace:
     @classmethod
     def from_registry(cls, registry: Mapping[str, type[Pass]], base: list[str], link: BudgetLink,
                       include: Iterable[str] | None = None, exclude: Iterable[str] = (),
-                      overrides: Mapping[str, Mapping[str, Any]] | None = None) -> SearchSpace:
+                      overrides: Mapping[str, Mapping[str, Any]] | None = None,
+                      cleanups: Callable[[Iterable[str]], list[str]] | None = None) -> SearchSpace:
         """Build the space from each pass's ``search_space()``; ``include`` restricts it to some passes.
 
         ``overrides`` ({pass: {option: value}}) fix options: they leave the search and are
@@ -213,7 +218,7 @@ class SearchSpace:
             spaces.append(_pass_space(pass_cls, spec, link, (overrides or {}).get(name, {})))
         if not spaces:
             raise BadInputError("the search space is empty: no registered pass declares a search space")
-        return cls(spaces, base)
+        return cls(spaces, base, cleanups)
 
     # --- configurations -------------------------------------------------------------------
 
@@ -239,7 +244,7 @@ class SearchSpace:
         the space. Presets that pin another ``target`` are not configurations of this search.
         """
         steps = [parse_step(item) for item in items]
-        base = [parse_step(item) for item in self.base]
+        base = [parse_step(item) for item in self.base_for(step.name for step in steps)]
         if [(s.name, s.options) for s in steps[: len(base)]] != [(s.name, s.options) for s in base]:
             return None
         tuned: list[PipelineStep] = steps[len(base):]
@@ -257,8 +262,12 @@ class SearchSpace:
 
     def pipeline(self, config: Config) -> list[PipelineStep]:
         """The whole pipeline of a configuration: the base cleanups, then its steps."""
-        return [*(parse_step(item) for item in self.base),
+        return [*(parse_step(item) for item in self.base_for(config.passes)),
                 *(PipelineStep(step.name, dict(step.options)) for step in config.steps)]
+
+    def base_for(self, pass_names: Iterable[str]) -> list[str]:
+        """The cleanups run before a configuration of these passes."""
+        return list(self._cleanups(pass_names)) if self._cleanups is not None else list(self.base)
 
     def _choice(self, config: Config, group: str) -> Step | None:
         members = {space.name for space in self.groups[group]}

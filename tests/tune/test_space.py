@@ -9,7 +9,7 @@ import pytest
 
 from onnxopt.errors import BadInputError
 from onnxopt.pass_api import Contract, ErrorBudget, Pass, PassOptions, PassResult, SearchSpec
-from onnxopt.passes import PRESETS, all_passes
+from onnxopt.passes import PRESETS, all_passes, cleanup_before
 from onnxopt.tune.space import BudgetLink, SearchSpace
 from onnxopt.tune.strategy import start_proposals
 
@@ -17,7 +17,7 @@ COSINE = BudgetLink("cosine", 0.005)
 
 
 def space(link: BudgetLink = COSINE, **kwargs) -> SearchSpace:
-    return SearchSpace.from_registry(all_passes(), PRESETS["default"], link, **kwargs)
+    return SearchSpace.from_registry(all_passes(), PRESETS["default"], link, cleanups=cleanup_before, **kwargs)
 
 
 @pytest.mark.parametrize("name", sorted(all_passes()))
@@ -47,6 +47,10 @@ def test_the_space_holds_the_lossy_passes_grouped_and_the_presets_map_into_it():
     assert starts["preset:int8"] == "qdq,quantize-embeddings"
     assert starts["preset:int4"] == "weight-only" and starts["preset:fp16"] == "fp16"
     assert "preset:int8-tensorrt" not in starts  # pins another target
+    # Trials run the cleanups the presets run: no twin sharing before passes that quantize weights.
+    int8 = [f"{step.name}" for step in tuned.pipeline(tuned.canonical([("qdq", {})]))]
+    assert int8 == [*PRESETS["int8"][:-2], "qdq"] and "share-twins" not in int8
+    assert "share-twins" in [step.name for step in tuned.pipeline(tuned.canonical([("fp16", {})]))]
 
 
 def test_canonical_configurations_drop_defaults_and_options_whose_conditions_fail():

@@ -160,11 +160,12 @@ def test_without_the_margin_the_same_noise_does_change_the_winner(digits):
 
 
 def test_only_misses_that_could_win_are_refined():
-    from onnxopt.passes import PRESETS, all_passes
+    from onnxopt.passes import PRESETS, all_passes, cleanup_before
     from onnxopt.tune.space import BudgetLink, SearchSpace
     from onnxopt.tune.strategy import Strategy
 
-    space = SearchSpace.from_registry(all_passes(), PRESETS["default"], BudgetLink("cosine", 0.005))
+    space = SearchSpace.from_registry(all_passes(), PRESETS["default"], BudgetLink("cosine", 0.005),
+                                      cleanups=cleanup_before)
     budget = Budget(metric="cosine", max_error=0.005)
     configs = {c.key: c for c in (space.canonical([("qdq", {})]), space.canonical([("fp16", {})]))}
     strategy = Strategy(space, PRESETS, budget)
