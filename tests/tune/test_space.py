@@ -51,6 +51,7 @@ def test_the_space_holds_the_lossy_passes_grouped_and_the_presets_map_into_it():
     int8 = [f"{step.name}" for step in tuned.pipeline(tuned.canonical([("qdq", {})]))]
     assert int8 == [*PRESETS["int8"][:-2], "qdq"] and "share-twins" not in int8
     assert "share-twins" in [step.name for step in tuned.pipeline(tuned.canonical([("fp16", {})]))]
+    assert "share-twins" not in cleanup_before(["sparsify:pattern=2:4"])
 
 
 def test_canonical_configurations_drop_defaults_and_options_whose_conditions_fail():
