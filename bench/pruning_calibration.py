@@ -36,8 +36,9 @@ import onnxruntime as ort
 
 from bench.compare import SPECS
 from bench.pruning import OBS, RESULTS, Variant, _neurons, cpu_flags, make_variant
-from models.evaluate import mean_pool_normalize, minilm_cosine
+from models.evaluate import minilm_cosine, minilm_embeddings
 from models.minilm_calibration import extended_calibration
+from models.sessions import session_for
 from onnxopt.runtime import create_session
 
 logger = logging.getLogger(__name__)
@@ -70,17 +71,7 @@ def _subset(arrays: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.nda
 
 def _with_original_embeddings(arrays: dict[str, np.ndarray], original: ort.InferenceSession) -> dict[str, np.ndarray]:
     """``arrays`` plus the original model's sentence embeddings as the reference to compare with."""
-    feeds = {name: arrays[name] for name in ("input_ids", "attention_mask", "token_type_ids")}
-    names = [output.name for output in original.get_outputs()]
-    embeddings = []
-    for start in range(0, len(feeds["input_ids"]), 64):
-        batch = {name: values[start:start + 64] for name, values in feeds.items()}
-        if "sentence_embedding" in names:
-            embeddings.append(original.run(["sentence_embedding"], batch)[0])
-        else:
-            hidden = original.run(["last_hidden_state"], batch)[0]
-            embeddings.append(mean_pool_normalize(hidden, batch["attention_mask"]))
-    return {**feeds, "sentence_embedding": np.concatenate(embeddings)}
+    return {**arrays, "sentence_embedding": minilm_embeddings(original, arrays, batch_size=64)}
 
 
 def shuffled_calibration(folder: Path) -> dict[str, np.ndarray]:
@@ -121,14 +112,15 @@ def measure(workdir: Path, jobs: int) -> list[ShareRow]:
 
 def judge(row: ShareRow, target: Path, arrays: dict[str, np.ndarray], count: int,
           original: ort.InferenceSession) -> None:
-    """The three cosines of one variant (one at a time: each opens its own session)."""
-    held_out = minilm_cosine(target)
+    """The three cosines of one variant (variants one at a time, one session each)."""
+    pruned = session_for(target)
+    held_out = minilm_cosine(pruned)
     row.held_out_mean, row.held_out_min = held_out["mean_cosine"], held_out["min_cosine"]
     fitted = _subset(arrays, np.arange(count))
-    row.fitted_mean = minilm_cosine(target, _with_original_embeddings(fitted, original))["mean_cosine"]
+    row.fitted_mean = minilm_cosine(pruned, _with_original_embeddings(fitted, original))["mean_cosine"]
     if count < len(arrays["input_ids"]):
         unused = _subset(arrays, np.arange(count, len(arrays["input_ids"])))
-        row.unused_mean = minilm_cosine(target, _with_original_embeddings(unused, original))["mean_cosine"]
+        row.unused_mean = minilm_cosine(pruned, _with_original_embeddings(unused, original))["mean_cosine"]
 
 
 def unlimited_data_estimate(rows: list[ShareRow]) -> float | None:

@@ -70,25 +70,28 @@ def _run_minilm(session, reference: dict[str, np.ndarray], rows: np.ndarray, bat
     return {name: np.concatenate(values) for name, values in collected.items()}
 
 
+def minilm_embeddings(model: ModelLike, tokens: dict[str, np.ndarray], batch_size: int = 16) -> np.ndarray:
+    """Sentence embeddings of tokenized sentences: the model's ``sentence_embedding`` output, or
+    its ``last_hidden_state`` pooled the way sentence-transformers does."""
+    rows = np.arange(len(tokens["input_ids"]))
+    outputs = _run_minilm(session_for(model), tokens, rows, batch_size)
+    if "sentence_embedding" in outputs:
+        return outputs["sentence_embedding"]
+    return mean_pool_normalize(outputs["last_hidden_state"], tokens["attention_mask"])
+
+
 def minilm_cosine(model: ModelLike, reference: str | Path | dict[str, np.ndarray] | None = None,
                   batch_size: int = 16) -> dict[str, float]:
     """Per-sentence cosine of the model's embeddings to the reference: ``mean_cosine``, ``min_cosine``.
 
-    Uses the model's ``sentence_embedding`` output, or pools its ``last_hidden_state`` the
-    way sentence-transformers does. Also reports ``max_abs_error`` of the embeddings.
+    Embeddings as ``minilm_embeddings`` makes them. Also reports ``max_abs_error`` of the embeddings.
     """
     reference = reference if isinstance(reference, dict) else load_minilm_reference(reference)
-    session = session_for(model)
-    rows = np.arange(len(reference["input_ids"]))
-    outputs = _run_minilm(session, reference, rows, batch_size)
-    if "sentence_embedding" in outputs:
-        embeddings = outputs["sentence_embedding"]
-    else:
-        embeddings = mean_pool_normalize(outputs["last_hidden_state"], reference["attention_mask"])
+    embeddings = minilm_embeddings(model, reference, batch_size)
     expected = reference["sentence_embedding"]
     cosine = _row_cosine(embeddings, expected)
     return {"mean_cosine": float(cosine.mean()), "min_cosine": float(cosine.min()),
-            "max_abs_error": float(np.abs(embeddings - expected).max()), "sentences": len(rows)}
+            "max_abs_error": float(np.abs(embeddings - expected).max()), "sentences": len(embeddings)}
 
 
 def minilm_hidden_state_error(model: ModelLike, reference: str | Path | dict[str, np.ndarray] | None = None,
