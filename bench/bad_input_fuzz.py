@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxopt.benchmark import machine_info
+from onnxopt.cpu_features import host_cpu
 from onnxopt.onnx_check import memory_ceiling
 from tests.bad_input_cases import COMMANDS, Outcome, run_case
 from tests.model_mutations import Mutant, Source, backend_sources, derived_sources, mutants, sample_sources
@@ -46,18 +47,10 @@ CASE_MEMORY_BYTES = 3 << 30
 
 
 def cpu_flags() -> list[str]:
-    """The SIMD flags of this CPU that matter to onnxruntime's kernels (from /proc/cpuinfo)."""
+    """The SIMD flags of this CPU that matter to onnxruntime's kernels (``onnxopt.cpu_features.host_cpu``)."""
     wanted = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
               "avx512_bf16", "amx_tile", "asimd", "asimddp", "sve")
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            flags.update(line.split(":", 1)[1].split())
-    return [flag for flag in wanted if flag in flags]
+    return [flag for flag in wanted if flag in host_cpu().flags]
 
 
 def _run_isolated(mutant: Mutant, command: str, folder: Path) -> Outcome:

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxopt.cpu_features import cpu_model_name, host_cpu
+
 RESULTS = Path(__file__).resolve().parent / "results"
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "fma")
 
@@ -118,16 +120,8 @@ def versions() -> dict[str, str]:
 
 
 def cpu_description() -> dict[str, object]:
-    flags: set[str] = set()
-    model = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-    return {"model": model, "cores": os.cpu_count(), "flags": [flag for flag in CPU_FLAGS if flag in flags]}
+    return {"model": cpu_model_name(), "cores": os.cpu_count(),
+            "flags": [flag for flag in CPU_FLAGS if flag in host_cpu().flags]}
 
 
 def evaluate(name: str) -> dict[str, object]:

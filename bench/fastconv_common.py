@@ -11,6 +11,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from onnxopt import kernels
+from onnxopt.cpu_features import cpu_model_name, host_cpu
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FLAGS_OF_INTEREST = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512dq", "avx512bw", "avx512vl",
@@ -18,18 +19,9 @@ FLAGS_OF_INTEREST = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512d
 
 
 def cpu_description() -> dict:
-    """Model name and the SIMD flags of /proc/cpuinfo (Linux), plus what the kernels dispatch to."""
-    info = {"machine": platform.machine(), "cpus": os.cpu_count(), "model": platform.processor() or "?", "flags": []}
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        text = cpuinfo.read_text()
-        for line in text.splitlines():
-            if line.startswith("model name") and info["model"] in ("?", "", platform.machine()):
-                info["model"] = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                present = set(line.split(":", 1)[1].split())
-                info["flags"] = [flag for flag in FLAGS_OF_INTEREST if flag in present]
-                break
+    """Model name and SIMD flags (``onnxopt.cpu_features``), plus what the kernels dispatch to."""
+    info = {"machine": platform.machine(), "cpus": os.cpu_count(), "model": cpu_model_name(),
+            "flags": [flag for flag in FLAGS_OF_INTEREST if flag in host_cpu().flags]}
     info["kernels_isa"] = kernels.isa()
     info["onnxruntime"] = ort.__version__
     load = Path("/proc/loadavg")

@@ -26,7 +26,6 @@ import datetime
 import json
 import logging
 import platform
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -37,6 +36,7 @@ import onnxruntime as ort
 
 from bench.compare import SPECS, ModelSpec, judge_against_fp32
 from bench.measure import run_measured
+from onnxopt.cpu_features import host_cpu
 from onnxopt.data import make_feeds
 from onnxopt.model_io import load, read_proto
 from onnxopt.paired_timing import relative_times
@@ -273,11 +273,7 @@ def measure_model(plan: Plan, workdir: Path, rounds: int, jobs: int = 1) -> list
 
 
 def cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor()
-    flags = set(re.findall(r"\b(avx512_vnni|avx512f|avx2|fma)\b", text))
+    flags = {"avx512_vnni", "avx512f", "avx2", "fma"} & host_cpu().flags
     return ", ".join(sorted(flags)) or "none of avx2/fma/avx512"
 
 

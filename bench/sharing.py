@@ -42,6 +42,7 @@ import psutil
 from bench.large_model import external_files_complete
 from bench.measure import Measured, run_measured
 from onnxopt.benchmark import BenchConfig, benchmark, machine_info
+from onnxopt.cpu_features import host_cpu
 from onnxopt.model_io import model_file_bytes
 from onnxopt.passes import PRESETS
 
@@ -56,12 +57,7 @@ ROUNDS = 2
 
 
 def cpu_flags() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    present = set(text.split())
-    return [flag for flag in CPU_FLAGS if flag in present]
+    return [flag for flag in CPU_FLAGS if flag in host_cpu().flags]
 
 
 def _optimize(source: Path, target: Path, *options: str) -> Measured:

@@ -25,14 +25,16 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-# numpy's feature names -> /proc/cpuinfo spelling, for the features int8 kernels depend on.
+# numpy's feature names -> /proc/cpuinfo spelling, for the features onnxruntime's kernels depend on
+# (int8 first; also the half-precision ones the benchmarks and the tuner's host tags list).
 _NUMPY_FLAGS = {
-    "SSSE3": "ssse3", "SSE41": "sse4_1", "AVX": "avx", "AVX2": "avx2", "FMA3": "fma",
-    "AVX512F": "avx512f", "AVX512BW": "avx512bw", "AVX512VL": "avx512vl", "AVX512VNNI": "avx512_vnni",
+    "SSSE3": "ssse3", "SSE41": "sse4_1", "SSE42": "sse4_2", "AVX": "avx", "AVX2": "avx2", "FMA3": "fma",
+    "F16C": "f16c", "AVX512F": "avx512f", "AVX512DQ": "avx512dq", "AVX512BW": "avx512bw", "AVX512VL": "avx512vl",
+    "AVX512VNNI": "avx512_vnni", "AVX512BF16": "avx512_bf16", "AVX512FP16": "avx512_fp16",
     "ASIMD": "asimd", "ASIMDDP": "asimddp", "SVE": "sve",
 }
 # Flags numpy does not detect; read from /proc/cpuinfo when present.
-_PROC_ONLY_FLAGS = ("avx_vnni", "amx_int8", "amx_tile", "avx_vnni_int8", "i8mm")
+_PROC_ONLY_FLAGS = ("avx_vnni", "amx_int8", "amx_tile", "amx_bf16", "avx_vnni_int8", "i8mm")
 # Flags worth printing when describing a CPU for int8 (the rest of /proc/cpuinfo is noise here).
 INT8_RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 ARM64_NAMES = frozenset({"aarch64", "arm64", "armv8", "armv9"})
@@ -100,6 +102,19 @@ def _proc_cpuinfo_flags(path: Path = Path("/proc/cpuinfo")) -> set[str]:
         if sep and key.strip() in ("flags", "Features"):
             return set(value.split())
     return set()
+
+
+def cpu_model_name(path: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's marketing name ("model name" in /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "model name" and value.strip():
+            return value.strip()
+    return platform.processor() or platform.machine()
 
 
 @functools.lru_cache(maxsize=1)

@@ -24,24 +24,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from onnxopt.cpu_features import cpu_model_name, host_cpu
+
 # The CPU features that decide which onnxruntime kernels run (int8 VNNI, bf16, fp16, AMX).
 CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
              "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "sve")
-
-
-def _cpuinfo() -> tuple[str, set[str]]:
-    path = Path("/proc/cpuinfo")
-    if not path.exists():
-        return platform.processor() or platform.machine(), set()
-    model, flags = "", set()
-    for line in path.read_text(errors="replace").splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key == "model name" and not model:
-            model = value.strip()
-        elif key in ("flags", "features") and not flags:
-            flags = set(value.split())
-    return model or platform.machine(), flags
 
 
 def _gpus() -> list[str]:
@@ -60,12 +47,11 @@ def host_tags() -> dict[str, Any]:
     """Hostname, CPU model and features, cores, GPUs, onnxruntime version and providers."""
     import onnxruntime as ort
 
-    model, flags = _cpuinfo()
     return {
         "hostname": socket.gethostname(),
         "machine": platform.machine(),
-        "cpu": model,
-        "cpu_flags": [flag for flag in CPU_FLAGS if flag in flags],
+        "cpu": cpu_model_name(),
+        "cpu_flags": [flag for flag in CPU_FLAGS if flag in host_cpu().flags],
         "cpu_count": os.cpu_count(),
         "gpus": _gpus(),
         "onnxruntime": ort.__version__,
