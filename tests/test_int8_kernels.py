@@ -166,3 +166,17 @@ def test_flags_only_proc_cpuinfo_names_are_dropped_when_the_file_is_another_cpus
     assert haswell == {"avx2", "fma"}
     assert saturates_u8s8(cpu_from_flags(" ".join(haswell)))
     assert _combine_flags(set(), {"asimd", "asimddp"}) == {"asimd", "asimddp"}
+
+
+def test_cpu_model_name_reads_the_file_and_falls_back_to_platform(tmp_path):
+    import platform
+
+    from onnxopt.cpu_features import cpu_model_name
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\nflags\t: avx2 fma\n")
+    assert cpu_model_name(cpuinfo) == "AMD EPYC 9R14"
+    # ARM kernels list no "model name": the platform's answer stands in, never an empty string.
+    cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp\nCPU implementer\t: 0x41\n")
+    assert cpu_model_name(cpuinfo) == (platform.processor() or platform.machine()) != ""
+    assert cpu_model_name(tmp_path / "missing") == (platform.processor() or platform.machine())
