@@ -25,6 +25,7 @@ import dataclasses
 import datetime
 import json
 import logging
+import os
 import platform
 import sys
 from collections.abc import Callable
@@ -272,6 +273,14 @@ def measure_model(plan: Plan, workdir: Path, rounds: int, jobs: int = 1) -> list
     return rows
 
 
+def run_header(module: str, argv: list[str] | None) -> dict[str, str]:
+    """What a results file says of its run: the command, when, the machine, its CPU flags, onnxruntime."""
+    return {"command": f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+            "cpu_flags": cpu_flags(), "onnxruntime": ort.__version__}
+
+
 def cpu_flags() -> str:
     flags = {"avx512_vnni", "avx512f", "avx2", "fma"} & host_cpu().flags
     return ", ".join(sorted(flags)) or "none of avx2/fma/avx512"
@@ -359,10 +368,7 @@ def _kept_rows(arguments) -> list[Row]:
 
 def _write(rows: list[Row], arguments, argv) -> None:
     rows = arguments.kept + rows
-    header = {"command": "python -m bench.pruning " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-              "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, {platform.platform()}",
-              "cpu_flags": cpu_flags(), "onnxruntime": ort.__version__, "jobs": arguments.jobs}
+    header = {**run_header("bench.pruning", argv), "jobs": arguments.jobs}
     arguments.out.mkdir(parents=True, exist_ok=True)
     (arguments.out / "pruning.json").write_text(json.dumps({"header": header, "rows": [asdict(r) for r in rows]},
                                                            indent=2) + "\n")

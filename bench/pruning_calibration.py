@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import datetime
 import json
 import logging
-import platform
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,7 +33,7 @@ import numpy as np
 import onnxruntime as ort
 
 from bench.compare import SPECS
-from bench.pruning import OBS, RESULTS, Variant, _neurons, cpu_flags, make_variant
+from bench.pruning import OBS, RESULTS, Variant, _neurons, make_variant, run_header
 from models.evaluate import minilm_cosine, minilm_embeddings
 from models.minilm_calibration import extended_calibration
 from models.sessions import session_for
@@ -176,10 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     rows = measure(arguments.workdir, arguments.jobs)
     estimate = unlimited_data_estimate(rows)
-    header = {"command": "python -m bench.pruning_calibration " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-              "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, {platform.platform()}",
-              "cpu_flags": cpu_flags(), "onnxruntime": ort.__version__}
+    header = run_header("bench.pruning_calibration", argv)
     arguments.out.mkdir(parents=True, exist_ok=True)
     (arguments.out / "pruning_calibration.json").write_text(json.dumps(
         {"header": header, "rows": [asdict(row) for row in rows], "unlimited_data_estimate": estimate},
