@@ -405,7 +405,8 @@ def test_weight_quantizing_presets_leave_tied_tables_apart(tmp_path, preset):
     kept head would also be read by the Transpose that rebuilds the table and stay float. The presets
     that quantize weights leave twins apart, so no weight is refused for another reader; int4 and
     palettize (which decide by rules, not timing) leave no float table at all; int8 (whose MatMuls
-    may stay float where that times faster) stores the table int8 (GatherBlockQuantized)."""
+    may stay float where that times faster) stores the table int8 (GatherBlockQuantized). ``--verify``
+    runs onnxruntime after every pass; the logits stay within cosine 0.99 of the original's."""
     from click.testing import CliRunner
 
     from models.cache import cached_model
@@ -418,7 +419,7 @@ def test_weight_quantizing_presets_leave_tied_tables_apart(tmp_path, preset):
     report = tmp_path / "report.json"
     small_tables = ["-O", "quantize-embeddings.min_table_bytes=1024"] if preset == "int8" else []
     result = CliRunner().invoke(cli, ["optimize", str(source), "-o", str(tmp_path / "out.onnx"), "--preset", preset,
-                                      "--report", str(report), *small_tables], catch_exceptions=False)
+                                      "--verify", "--report", str(report), *small_tables], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "also read by" not in report.read_text()
     float_sizes = [int(np.prod(t.dims)) for t in read_proto(tmp_path / "out.onnx").graph.initializer
@@ -427,3 +428,10 @@ def test_weight_quantizing_presets_leave_tied_tables_apart(tmp_path, preset):
         assert "GatherBlockQuantized" in {node.op_type for node in read_proto(tmp_path / "out.onnx").graph.node}
     else:
         assert max(float_sizes) < table
+    # The quantized model still computes the original's logits (onnxruntime, seeded token ids).
+    from models.gpt2 import sample_inputs
+
+    feed = sample_inputs("tiny", batch_size=2)
+    expected, got = (create_session(path).run(None, feed)[0].ravel().astype(np.float64)
+                     for path in (source, tmp_path / "out.onnx"))
+    assert expected @ got / (np.linalg.norm(expected) * np.linalg.norm(got)) > 0.99
